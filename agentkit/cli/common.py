@@ -1,0 +1,89 @@
+"""Rendering for every command: data to stdout (a table, or JSON with --json), messages to stderr."""
+
+import json
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+
+import typer
+
+from agentkit.errors import AgentkitError, ExitCode
+from agentkit.state import StateError
+
+
+def say(message: str) -> None:
+    """A message for people: stderr, so stdout stays data."""
+    print(message, file=sys.stderr, flush=True)
+
+
+def emit_json(data) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+    sys.stdout.flush()
+
+
+def table(rows: Sequence[dict], columns: Sequence[str], title: str | None = None) -> None:
+    from rich import box
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(width=None if sys.stdout.isatty() else 240, highlight=False)
+    tbl = Table(*columns, box=box.SIMPLE_HEAD, title=title, title_justify="left")
+    for row in rows:
+        tbl.add_row(*("" if row.get(c) is None else _cell(row.get(c)) for c in columns))
+    console.print(tbl)
+
+
+def _cell(value) -> str:
+    if isinstance(value, list):
+        if len(value) > 2 and value == list(range(value[0], value[0] + len(value))):
+            return f"{value[0]}-{value[-1]}"
+        return ", ".join(map(str, value))
+    return str(value)
+
+
+def pairs(data: dict, keys: Sequence[str] | None = None) -> None:
+    """A key/value block for one object."""
+    keys = keys or [k for k, v in data.items() if not isinstance(v, (dict, list)) or k == "ports"]
+    width = max((len(k) for k in keys), default=0)
+    for key in keys:
+        value = data.get(key)
+        print(f"{key:<{width}}  {'' if value is None else _cell(value)}")
+
+
+@contextmanager
+def handled(as_json: bool) -> Iterator[None]:
+    """Turn a core failure into its message on stderr, a JSON error on stdout (with --json) and its exit code."""
+    try:
+        yield
+    except (AgentkitError, StateError) as exc:
+        code = int(exc.code)
+        if as_json:
+            emit_json({"error": {"code": code, "name": ExitCode(code).name.lower(), "message": exc.message,
+                                 "hint": exc.hint}})
+        say(f"error: {exc.message}")
+        if exc.hint:
+            say(f"hint: {exc.hint}")
+        raise typer.Exit(code) from None
+
+
+def render(data, as_json: bool, human: Callable[[object], None]) -> None:
+    if as_json:
+        emit_json(data)
+    else:
+        human(data)
+
+
+def band_note(change: dict | None) -> None:
+    if change:
+        verb = "grew" if change["to"] > change["from"] else "shrank"
+        say(f"band {verb} {change['from']} → {change['to']} slots ({change.get('reason', '')}); no restart")
+
+
+def open_repo(**overrides):
+    """The Repo for the current directory (after -C), with flag overrides as config values."""
+    from agentkit.repo import Repo
+
+    return Repo(overrides=overrides or None)
+
+
+JSON_OPT = typer.Option(False, "--json", help="Print JSON (objects carry schema_version) instead of a table.")

@@ -1,0 +1,39 @@
+"""Exit codes and the error every core function raises when a command cannot do what was asked."""
+
+from enum import IntEnum
+
+
+class ExitCode(IntEnum):
+    """Stable exit codes: scripts branch on these (documented in docs/exit-codes.md)."""
+
+    OK = 0
+    FAILED = 1
+    USAGE = 2
+    CAPACITY = 3
+    NOTHING_READY = 4
+    LOCK_TIMEOUT = 5
+    NOT_FOUND = 6
+    CONFLICT = 7
+    QUEUE_FULL = 8
+
+
+class AgentkitError(Exception):
+    """A failure with a cause a person can act on: `message` names it, `hint` names the next step."""
+
+    def __init__(self, message: str, hint: str | None = None, code: int = ExitCode.FAILED):
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+        self.code = ExitCode(code)
+
+
+def usage(message: str, hint: str | None = None) -> AgentkitError:
+    return AgentkitError(message, hint, ExitCode.USAGE)
+
+
+def not_found(message: str, hint: str | None = None) -> AgentkitError:
+    return AgentkitError(message, hint, ExitCode.NOT_FOUND)
+
+
+def conflict(message: str, hint: str | None = None) -> AgentkitError:
+    return AgentkitError(message, hint, ExitCode.CONFLICT)

@@ -1,0 +1,66 @@
+"""The git commands agentkit runs, with their failures turned into errors that name the fix."""
+
+import subprocess
+from pathlib import Path
+
+from agentkit.errors import AgentkitError
+
+
+def run(args: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
+    done = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True)
+    if check and done.returncode != 0:
+        raise AgentkitError(f"git {' '.join(args)} failed: {done.stderr.strip() or done.stdout.strip()}",
+                            "fix the git problem shown above and rerun")
+    return done
+
+
+def out(args: list[str], cwd: Path) -> str:
+    return run(args, cwd).stdout.strip()
+
+
+def worktrees(root: Path) -> list[dict]:
+    """`git worktree list --porcelain` as dicts: path, head, branch (short), prunable, bare."""
+    items, cur = [], {}
+    for line in run(["worktree", "list", "--porcelain"], root).stdout.splitlines() + [""]:
+        if not line:
+            if cur:
+                items.append(cur)
+            cur = {}
+            continue
+        key, _, value = line.partition(" ")
+        if key == "worktree":
+            cur = {"path": value, "head": None, "branch": None, "prunable": False, "bare": False}
+        elif key == "HEAD":
+            cur["head"] = value
+        elif key == "branch":
+            cur["branch"] = value.removeprefix("refs/heads/")
+        elif key in ("prunable", "bare", "detached", "locked"):
+            cur[key] = True
+    return items
+
+
+def rev(ref: str, cwd: Path) -> str | None:
+    done = run(["rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}"], cwd, check=False)
+    return done.stdout.strip() or None
+
+
+def branch_exists(branch: str, cwd: Path) -> bool:
+    return run(["show-ref", "--verify", "--quiet", f"refs/heads/{branch}"], cwd, check=False).returncode == 0
+
+
+def dirty(path: Path) -> list[str]:
+    """Uncommitted changes (tracked or untracked, not ignored) in a worktree, as porcelain lines."""
+    return [ln for ln in run(["status", "--porcelain"], path).stdout.splitlines() if ln]
+
+
+def is_ancestor(commit: str, of: str, cwd: Path) -> bool:
+    return run(["merge-base", "--is-ancestor", commit, of], cwd, check=False).returncode == 0
+
+
+def valid_branch_name(name: str, cwd: Path) -> bool:
+    return run(["check-ref-format", "--branch", name], cwd, check=False).returncode == 0
+
+
+def commit_time(commit: str, cwd: Path) -> float | None:
+    done = run(["show", "-s", "--format=%ct", commit], cwd, check=False)
+    return float(done.stdout.strip()) if done.returncode == 0 and done.stdout.strip() else None

@@ -1,0 +1,76 @@
+"""The plugin manager: built-ins, entry points (group "agentkit") and AGENTKIT_PLUGINS."""
+
+import importlib
+import os
+
+import pluggy
+
+from agentkit import hookspecs
+from agentkit.errors import usage
+
+# Built-in behaviour is registered exactly like a third-party plugin.
+DEFAULT_PLUGINS = (
+    "agentkit.builtin.band",
+    "agentkit.builtin.ports",
+    "agentkit.builtin.provisioners",
+)
+
+_manager: pluggy.PluginManager | None = None
+
+
+def _selected() -> set[str] | None:
+    raw = os.environ.get("AGENTKIT_PLUGINS")
+    return {n.strip() for n in raw.split(",") if n.strip()} if raw is not None else None
+
+
+def _load(pm: pluggy.PluginManager) -> None:
+    for name in DEFAULT_PLUGINS:
+        pm.register(importlib.import_module(name), name=name)
+    selected = _selected()
+    if os.environ.get("AGENTKIT_DISABLE_PLUGIN_AUTOLOAD") not in (None, "", "0"):
+        entry_points = []
+    else:
+        from importlib.metadata import entry_points as all_entry_points
+
+        entry_points = list(all_entry_points(group="agentkit"))
+    found = set()
+    for ep in entry_points:
+        if selected is not None and ep.name not in selected:
+            continue
+        found.add(ep.name)
+        if pm.get_plugin(ep.name) is None:
+            pm.register(ep.load(), name=ep.name)
+    # Names that are not entry points are importable modules (a local plugin, or one under test).
+    for name in sorted((selected or set()) - found):
+        try:
+            module = importlib.import_module(name)
+        except ImportError as exc:
+            raise usage(f"AGENTKIT_PLUGINS names {name!r}, which is neither an installed plugin nor a module",
+                        "check `agentkit plugins` for installed names") from exc
+        if pm.get_plugin(name) is None:
+            pm.register(module, name=name)
+
+
+def get_manager() -> pluggy.PluginManager:
+    global _manager
+    if _manager is None:
+        pm = pluggy.PluginManager("agentkit")
+        pm.add_hookspecs(hookspecs)
+        _load(pm)
+        _manager = pm
+    return _manager
+
+
+def reset() -> None:
+    """Forget the loaded plugins (tests change AGENTKIT_PLUGINS between runs)."""
+    global _manager
+    _manager = None
+
+
+def describe() -> list[dict]:
+    pm = get_manager()
+    out = []
+    for name, plugin in pm.list_name_plugin():
+        hooks = sorted(h.name for h in pm.get_hookcallers(plugin) or [])
+        out.append({"name": name, "builtin": name in DEFAULT_PLUGINS, "hooks": hooks})
+    return out

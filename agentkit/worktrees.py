@@ -1,0 +1,372 @@
+"""Agent worktrees: a git worktree, a Redis slot, a port block and an env file per slug."""
+
+import os
+import re
+import time
+from pathlib import Path
+
+from agentkit import capacity, events, failpoints, git, redis
+from agentkit.errors import AgentkitError, conflict, not_found, usage
+from agentkit.state.files import atomic_write
+
+SLUG_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
+SCHEMA_VERSION = 1
+
+
+def validate_slug(slug: str) -> str:
+    if not SLUG_RE.match(slug) or ".." in slug or slug.endswith((".lock", ".")):
+        raise usage(f"invalid slug {slug!r}: use 1-63 lowercase letters, digits, '.', '_' or '-', "
+                    "starting with a letter or digit", "for example: agentkit worktree new feat-login")
+    return slug
+
+
+def root_dir(repo) -> Path:
+    raw = repo.config["worktrees.root"].format(repo=repo.root.name)
+    return (repo.root / raw).resolve()
+
+
+def _branch(repo, slug: str, branch: str | None) -> str:
+    name = branch or f"{repo.config['worktrees.branch_prefix']}{slug}"
+    if not git.valid_branch_name(name, repo.root):
+        raise usage(f"invalid branch name {name!r}", "pass --branch with a valid git branch name")
+    return name
+
+
+def _row(repo, slug: str) -> dict | None:
+    rows = repo.store.rows("SELECT * FROM worktrees WHERE slug = ?", (slug,))
+    return rows[0] if rows else None
+
+
+def _ports(repo, slug: str, db: int) -> dict:
+    return repo.hook.port_block(slug=slug, redis_db=db, config=repo.config)
+
+
+def describe(repo, row: dict, base_url: str | None, status: str) -> dict:
+    db = row.get("redis_db")
+    ports = list(range(row["port_base"], row["port_base"] + row["port_count"])) if row.get("port_base") else []
+    return {"slug": row["slug"], "path": row["path"], "branch": row["branch"], "redis_db": db,
+            "redis_url": redis.url_for_db(base_url, db) if base_url and db is not None else None,
+            "ports": ports, "env_file": row.get("env_file"), "status": status}
+
+
+def _write_env(repo, wt: dict) -> None:
+    env = {"AGENTKIT_SLUG": wt["slug"], "AGENTKIT_WORKTREE": wt["path"], "AGENTKIT_BRANCH": wt["branch"],
+           "REDIS_URL": wt["redis_url"], "REDIS_DB": str(wt["redis_db"])}
+    if wt["ports"]:
+        env.update(PORT=str(wt["ports"][0]), PORT_BASE=str(wt["ports"][0]),
+                   PORT_RANGE=f"{wt['ports'][0]}-{wt['ports'][-1]}")
+    for extra in repo.hook.worktree_env(worktree=wt, config=repo.config):
+        env.update({k: str(v) for k, v in (extra or {}).items()})
+    lines = [f"# written by agentkit for worktree {wt['slug']}; `agentkit worktree up {wt['slug']}` rewrites it"]
+    lines += [f"{k}={v}" for k, v in env.items()]
+    atomic_write(Path(wt["env_file"]), "\n".join(lines) + "\n")
+
+
+def _exclude_env_file(repo) -> None:
+    """Keep the env file out of `git status` in every worktree (info/exclude is shared by all of them)."""
+    pattern = "/" + repo.config["worktrees.env_file"]
+    exclude = repo.paths.git_common_dir / "info" / "exclude"
+    text = exclude.read_text() if exclude.exists() else ""
+    if pattern not in text.splitlines():
+        with repo.lock("git"):
+            text = exclude.read_text() if exclude.exists() else ""
+            if pattern not in text.splitlines():
+                atomic_write(exclude, text + ("" if text.endswith("\n") or not text else "\n") + pattern + "\n")
+
+
+def _creator_alive(row: dict) -> bool:
+    pid = row.get("creator_pid")
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    import psutil
+
+    try:
+        return abs(psutil.Process(pid).create_time() - (row.get("creator_started") or 0)) < 0.01
+    except psutil.Error:
+        return False
+
+
+def _allocate_row(repo, slug: str, path: Path, branch: str, base_commit: str | None,
+                  physical: int, status: str) -> tuple[dict, dict | None]:
+    """Insert or complete a worktree's row with a fresh slot and port block, in one transaction."""
+    import psutil
+
+    now = time.time()
+    with repo.store.tx() as conn:
+        existing = conn.execute("SELECT * FROM worktrees WHERE slug = ?", (slug,)).fetchone()
+        if existing is not None and existing["redis_db"] is not None:
+            return dict(existing), None
+        db, change = capacity.allocate(repo, conn, physical, slug)
+        ports = _ports(repo, slug, db)
+        row = {"slug": slug, "path": str(path), "branch": branch, "base_commit": base_commit, "redis_db": db,
+               "port_base": ports["base"], "port_count": ports["count"],
+               "env_file": str(path / repo.config["worktrees.env_file"]), "status": status,
+               "creator_pid": os.getpid(), "creator_started": psutil.Process().create_time(),
+               "created_at": existing["created_at"] if existing else now, "updated_at": now}
+        conn.execute("INSERT OR REPLACE INTO worktrees ({}) VALUES ({})".format(
+            ", ".join(row), ", ".join("?" * len(row))), tuple(row.values()))
+        events.record(conn, "worktree.allocated", slug, redis_db=db, ports=ports)
+    return row, change
+
+
+def _finish(repo, row: dict, base_url: str, kind: str) -> dict:
+    """Flush the slot, write the env file, mark the worktree active."""
+    redis.flush(base_url, row["redis_db"], repo=repo)
+    wt = describe(repo, row, base_url, "active")
+    _exclude_env_file(repo)
+    _write_env(repo, wt)
+    with repo.store.tx() as conn:
+        conn.execute("UPDATE worktrees SET status = 'active', creator_pid = NULL, updated_at = ? WHERE slug = ?",
+                     (time.time(), row["slug"]))
+        events.record(conn, kind, row["slug"], path=row["path"], redis_db=row["redis_db"])
+    return wt
+
+
+def _git_add(repo, path: Path, branch: str, base_commit: str) -> bool:
+    """`git worktree add` under the git lock; returns whether it created the branch."""
+    with repo.lock("git"):
+        git.run(["worktree", "prune"], repo.root)
+        if git.branch_exists(branch, repo.root):
+            git.run(["worktree", "add", str(path), branch], repo.root)
+            return False
+        git.run(["worktree", "add", "-b", branch, str(path), base_commit], repo.root)
+        return True
+
+
+def _drop_row(repo, slug: str, kind: str, **data) -> dict | None:
+    with repo.store.tx() as conn:
+        conn.execute("DELETE FROM worktrees WHERE slug = ?", (slug,))
+        change = capacity.release(repo, conn, slug)
+        events.record(conn, kind, slug, **data)
+    capacity.write_mirror(repo)
+    return change
+
+
+def plan(repo, slug: str, base: str | None = None, branch: str | None = None) -> dict:
+    """What `new` would do, changing nothing."""
+    validate_slug(slug)
+    branch = _branch(repo, slug, branch)
+    path = root_dir(repo) / slug
+    problems = []
+    if _row(repo, slug):
+        problems.append(f"worktree {slug} already exists")
+    if path.exists():
+        problems.append(f"{path} already exists")
+    if not git.rev(base or "HEAD", repo.root):
+        problems.append(f"unknown base ref {base or 'HEAD'}")
+    physical = None
+    target = redis.url(repo)
+    if target and redis.reachable(target):
+        physical = redis.databases(target, repo=repo)
+    band = capacity.load(repo.store.conn, repo.config, physical)
+    db = band.first_free()
+    grows = db is None
+    if grows:
+        after = repo.hook.band_target(band=band.view(1))
+        band.current = max(band.current, min(after or band.current, band.ceiling))
+        db = band.first_free()
+        if db is None:
+            problems.append(capacity.full_error(band).message)
+    return {"slug": slug, "path": str(path), "branch": branch, "branch_exists": git.branch_exists(branch, repo.root),
+            "redis_db": db, "band_grows": grows, "band": band.summary(), "ok": not problems, "problems": problems}
+
+
+def new(repo, slug: str, base: str | None = None, branch: str | None = None) -> dict:
+    validate_slug(slug)
+    branch = _branch(repo, slug, branch)
+    path = root_dir(repo) / slug
+    if _row(repo, slug):
+        raise conflict(f"worktree {slug} already exists", f"use `agentkit worktree up {slug}` to bring it up")
+    if path.exists():
+        raise conflict(f"{path} already exists", "choose another slug or remove that folder")
+    base_commit = git.rev(base or "HEAD", repo.root)
+    if not base_commit:
+        raise usage(f"unknown base ref {base or 'HEAD'!r}", "pass --base with a branch, tag or commit")
+    base_url = redis.ensure(repo)
+    physical = redis.databases(base_url, repo=repo)
+    try:
+        row, change = _allocate_row(repo, slug, path, branch, base_commit, physical, "creating")
+    except AgentkitError:
+        raise
+    if row.get("creator_pid") != os.getpid():
+        raise conflict(f"worktree {slug} already exists", f"use `agentkit worktree up {slug}` to bring it up")
+    failpoints.reach("worktree-new:allocated")
+    made_branch = False
+    try:
+        made_branch = _git_add(repo, path, branch, base_commit)
+        failpoints.reach("worktree-new:added")
+        wt = _finish(repo, row, base_url, "worktree.created")
+    except BaseException as exc:
+        _undo_new(repo, slug, path, branch if made_branch else None, exc)
+        raise
+    capacity.write_mirror(repo)
+    return {**wt, "band_change": change}
+
+
+def _undo_new(repo, slug: str, path: Path, made_branch: str | None, exc: BaseException) -> None:
+    with repo.lock("git"):
+        if path.exists():
+            git.run(["worktree", "remove", "--force", str(path)], repo.root, check=False)
+        git.run(["worktree", "prune"], repo.root, check=False)
+        if made_branch:
+            git.run(["branch", "-D", made_branch], repo.root, check=False)
+    _drop_row(repo, slug, "worktree.rolled_back", error=str(exc))
+
+
+def _git_worktree(repo, path: str) -> dict | None:
+    resolved = str(Path(path).resolve())
+    return next((w for w in git.worktrees(repo.root) if str(Path(w["path"]).resolve()) == resolved), None)
+
+
+def up(repo, slug: str) -> dict:
+    """Make sure a worktree exists with its allocation and env file; adopt one git knows but agentkit does not."""
+    validate_slug(slug)
+    row = _row(repo, slug)
+    if row is None:
+        prefix = repo.config["worktrees.branch_prefix"]
+        known = next((w for w in git.worktrees(repo.root)[1:]
+                      if Path(w["path"]).name == slug or w.get("branch") == f"{prefix}{slug}"), None)
+        if known is None:
+            raise not_found(f"unknown worktree {slug!r}", f"create it with `agentkit worktree new {slug}`")
+        path, branch, base_commit = Path(known["path"]), known.get("branch") or f"{prefix}{slug}", known["head"]
+    else:
+        if row["status"] == "creating" and _creator_alive(row):
+            raise conflict(f"worktree {slug} is being created by pid {row['creator_pid']}",
+                           "wait for that command to finish")
+        path, branch, base_commit = Path(row["path"]), row["branch"], row["base_commit"]
+    base_url = redis.ensure(repo)
+    repaired = []
+    if _git_worktree(repo, str(path)) is None or not path.is_dir():
+        if path.exists():
+            raise conflict(f"{path} exists but is not a git worktree of this repo",
+                           "move that folder away and rerun `agentkit worktree up`")
+        _git_add(repo, path, branch, base_commit or git.rev("HEAD", repo.root))
+        repaired.append("worktree")
+    change = None
+    if row is None or row["redis_db"] is None or row["status"] != "active":
+        if row is None or row["redis_db"] is None:
+            row, change = _allocate_row(repo, slug, path, branch, base_commit,
+                                        redis.databases(base_url, repo=repo), "creating")
+            repaired.append("allocation")
+        wt = _finish(repo, row, base_url, "worktree.up")
+        repaired.append("env_file")
+    else:
+        wt = describe(repo, row, base_url, "active")
+        if not Path(wt["env_file"]).is_file():
+            repaired.append("env_file")
+        _write_env(repo, wt)
+        with repo.store.tx() as conn:
+            events.record(conn, "worktree.up", slug)
+    capacity.write_mirror(repo)
+    repo.hook.worktree_up(worktree=wt, config=repo.config)
+    return {**wt, "repaired": repaired, "band_change": change}
+
+
+def list_all(repo) -> list[dict]:
+    """Every worktree agentkit manages, with its status, then those git knows but agentkit does not."""
+    rows = repo.store.rows("SELECT * FROM worktrees ORDER BY created_at, slug")
+    known = git.worktrees(repo.root)
+    by_path = {str(Path(w["path"]).resolve()): w for w in known}
+    merged = set(git.out(["for-each-ref", "--merged", "HEAD", "--format=%(refname:short)", "refs/heads"],
+                         repo.root).splitlines())
+    ages = {}
+    for line in git.out(["for-each-ref", "--format=%(refname:short) %(committerdate:unix)", "refs/heads"],
+                        repo.root).splitlines():
+        name, _, ts = line.rpartition(" ")
+        ages[name] = float(ts or 0)
+    stale_after = repo.config["worktrees.stale_days"] * 86400
+    base_url = redis.url(repo)
+    out = []
+    for row in rows:
+        wt_git = by_path.pop(str(Path(row["path"]).resolve()), None)
+        if row["status"] == "creating":
+            status = "creating" if _creator_alive(row) else "incomplete"
+        elif wt_git is None or not Path(row["path"]).is_dir():
+            status = "missing"
+        elif row["branch"] in merged and wt_git.get("head") != row["base_commit"]:
+            status = "merged"
+        elif stale_after and time.time() - max(ages.get(row["branch"], 0), row["updated_at"]) > stale_after:
+            status = "stale"
+        else:
+            status = "active"
+        item = describe(repo, row, base_url, status)
+        item["last_activity"] = max(ages.get(row["branch"], 0), row["updated_at"])
+        out.append(item)
+    for w in known[1:]:
+        if str(Path(w["path"]).resolve()) in by_path and not w.get("bare"):
+            out.append({"slug": Path(w["path"]).name, "path": w["path"], "branch": w.get("branch"),
+                        "redis_db": None, "redis_url": None, "ports": [], "env_file": None,
+                        "status": "unmanaged", "last_activity": None})
+    return out
+
+
+def remove(repo, slug: str, force: bool = False, dry_run: bool = False) -> dict:
+    """Flush the slot, release slot and ports, remove the worktree; refuse uncommitted work unless forced."""
+    validate_slug(slug)
+    row = _row(repo, slug)
+    if row is None:
+        raise not_found(f"unknown worktree {slug!r}",
+                        "see `agentkit worktree list`; a worktree shown as unmanaged can be adopted with `up`")
+    path = Path(row["path"])
+    in_git = _git_worktree(repo, row["path"]) is not None and path.is_dir()
+    changes = git.dirty(path) if in_git else []
+    if changes and not force:
+        raise conflict(f"worktree {slug} has uncommitted changes: {'; '.join(changes[:5])}"
+                       + (f" (+{len(changes) - 5} more)" if len(changes) > 5 else ""),
+                       "commit or stash them, or rerun with --force to discard them")
+    head = git.rev(row["branch"], repo.root)
+    keep_branch = bool(head and head != row["base_commit"] and not git.is_ancestor(head, "HEAD", repo.root))
+    plan = {"slug": slug, "path": str(path), "branch": row["branch"], "redis_db": row["redis_db"],
+            "flush": row["redis_db"] is not None, "remove_worktree": in_git,
+            "delete_branch": bool(head) and not keep_branch, "discard_changes": len(changes)}
+    if dry_run:
+        return {**plan, "dry_run": True}
+    flushed = False
+    if row["redis_db"] is not None:
+        base_url = redis.url(repo)
+        try:
+            if base_url is None:
+                base_url = redis.ensure(repo)
+            redis.flush(base_url, row["redis_db"], repo=repo)
+            flushed = True
+        except AgentkitError as exc:
+            if not force:
+                raise AgentkitError(exc.message, "start Redis and retry, or pass --force to remove without "
+                                    "flushing (the next `new` flushes the slot before reuse)") from exc
+    repo.hook.worktree_removed(worktree=describe(repo, row, redis.url(repo), row["status"]), config=repo.config)
+    with repo.lock("git"):
+        if in_git:
+            git.run(["worktree", "remove", *(["--force"] if force else []), str(path)], repo.root)
+        git.run(["worktree", "prune"], repo.root, check=False)
+        if plan["delete_branch"]:
+            git.run(["branch", "-D", row["branch"]], repo.root, check=False)
+    change = _drop_row(repo, slug, "worktree.removed", redis_db=row["redis_db"], flushed=flushed)
+    return {**plan, "flushed": flushed, "band_change": change}
+
+
+def cleanup(repo, merged: bool = True, stale_days: int | None = None, dry_run: bool = False) -> dict:
+    """Remove merged, missing and half-made worktrees (and stale ones if asked); never uncommitted work."""
+    removed, skipped = [], []
+    now = time.time()
+    for wt in list_all(repo):
+        reasons = []
+        if wt["status"] in ("missing", "incomplete"):
+            reasons.append(wt["status"])
+        if merged and wt["status"] == "merged":
+            reasons.append("merged")
+        if stale_days is not None and wt["last_activity"] and now - wt["last_activity"] > stale_days * 86400:
+            reasons.append(f"no activity for {stale_days}+ days")
+        if not reasons or wt["status"] in ("unmanaged", "creating"):
+            continue
+        try:
+            result = remove(repo, wt["slug"], force=False, dry_run=dry_run)
+            removed.append({**result, "reasons": reasons})
+        except AgentkitError as exc:
+            skipped.append({"slug": wt["slug"], "reasons": reasons, "skipped_because": exc.message})
+    return {"schema_version": SCHEMA_VERSION, "dry_run": dry_run, "removed": removed, "skipped": skipped}
