@@ -67,8 +67,8 @@ def client(target: str, db: int | None = None, repo=None):
     import redis
 
     kwargs = {"socket_connect_timeout": 2, "socket_timeout": 10, "decode_responses": True}
-    if db is not None:
-        kwargs["db"] = db
+    if db is not None:  # the URL's own /N would win over a db= argument, so put the DB in the URL
+        target = url_for_db(target, db)
     try:
         conn = redis.Redis.from_url(target, **kwargs)
         conn.ping()

@@ -1,0 +1,278 @@
+"""Worktree lifecycle against a real git repository and a real (managed) redis-server."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import redis as redis_py
+
+from agentkit.errors import ExitCode
+from tests.conftest import ak, git
+
+
+def rclient(url: str) -> redis_py.Redis:
+    return redis_py.Redis.from_url(url, decode_responses=True)
+
+
+def test_new_creates_worktree_slot_ports_and_env_file(repo, cli):
+    res = cli("worktree", "new", "feat-x", "--json")
+    assert res.code == 0, res.err
+    wt = res.json
+    path = Path(wt["path"])
+    assert path == repo.parent / "app-worktrees" / "feat-x"
+    assert wt["branch"] == "agent/feat-x" and wt["redis_db"] == 1
+    assert wt["redis_url"].endswith("/1") and len(wt["ports"]) == 10
+    assert git(path, "rev-parse", "--abbrev-ref", "HEAD") == "agent/feat-x"
+    env = dict(line.split("=", 1) for line in Path(wt["env_file"]).read_text().splitlines()
+               if line and not line.startswith("#"))
+    assert env["REDIS_URL"] == wt["redis_url"] and env["REDIS_DB"] == "1"
+    assert env["PORT"] == str(wt["ports"][0]) and env["AGENTKIT_SLUG"] == "feat-x"
+    assert git(path, "status", "--porcelain") == "", "the env file must not show as a change"
+    assert git(repo, "status", "--porcelain") == "", ".agents/ must not show in the main checkout"
+    second = cli("worktree", "new", "feat-y", "--json").json
+    assert second["redis_db"] == 2 and set(second["ports"]).isdisjoint(wt["ports"])
+
+
+def test_new_flushes_the_slot_it_hands_out_and_remove_flushes_too(repo, cli):
+    first = cli("worktree", "new", "a", "--json").json
+    client = rclient(first["redis_url"])
+    client.set("left-behind", "1")
+    assert cli("worktree", "remove", "a").code == 0
+    assert client.dbsize() == 0, "remove flushes the worktree's DB"
+    client.set("written-after-remove", "1")  # e.g. a straggler process
+    again = cli("worktree", "new", "b", "--json").json
+    assert again["redis_db"] == first["redis_db"], "lowest free slot is reused"
+    assert rclient(again["redis_url"]).dbsize() == 0, "new flushes the slot before handing it out"
+
+
+def test_reserved_db_zero_is_never_flushed(repo, cli):
+    res = cli("worktree", "new", "a", "--json").json
+    base = res["redis_url"].rsplit("/", 1)[0]
+    rclient(base + "/0").set("main-checkout", "keep")
+    cli("worktree", "remove", "a")
+    cli("worktree", "new", "b")
+    assert rclient(base + "/0").get("main-checkout") == "keep"
+
+
+def test_remove_refuses_uncommitted_work_unless_forced(repo, cli):
+    wt = cli("worktree", "new", "a", "--json").json
+    (Path(wt["path"]) / "work.txt").write_text("unsaved\n")
+    res = cli("worktree", "remove", "a", "--json")
+    assert res.code == ExitCode.CONFLICT
+    assert "uncommitted" in res.json["error"]["message"] and "work.txt" in res.json["error"]["message"]
+    assert Path(wt["path"]).is_dir()
+    dry = cli("worktree", "remove", "a", "--force", "--dry-run", "--json")
+    assert dry.code == 0 and dry.json["dry_run"] and Path(wt["path"]).is_dir()
+    assert cli("worktree", "remove", "a", "--force").code == 0
+    assert not Path(wt["path"]).exists()
+    assert cli("worktree", "list", "--json").json["worktrees"] == []
+
+
+def test_remove_keeps_a_branch_with_unmerged_commits(repo, cli):
+    wt = cli("worktree", "new", "a", "--json").json
+    (Path(wt["path"]) / "f.txt").write_text("x\n")
+    git(Path(wt["path"]), "add", "f.txt")
+    git(Path(wt["path"]), "commit", "-qm", "agent work")
+    assert cli("worktree", "remove", "a").code == 0
+    assert git(repo, "branch", "--list", "agent/a") != "", "commits are never lost"
+    cli("worktree", "new", "b")
+    assert cli("worktree", "remove", "b").code == 0
+    assert git(repo, "branch", "--list", "agent/b") == "", "an untouched branch is deleted"
+
+
+@pytest.mark.parametrize("slug", ["Bad", "-x", "a b", "a..b", "x.lock", "a/b", "é", "x" * 64])
+def test_bad_slugs_exit_2(repo, cli, slug):
+    res = cli("worktree", "new", "--json", "--", slug)
+    assert res.code == ExitCode.USAGE
+    assert "invalid slug" in res.json["error"]["message"]
+    assert not (repo / ".agents" / "redis" / "redis.pid").exists(), "rejected before Redis is started"
+
+
+def test_unknown_slugs_exit_6(repo, cli):
+    for cmd in (["remove", "nope"], ["up", "nope"]):
+        res = cli("worktree", *cmd, "--json")
+        assert res.code == ExitCode.NOT_FOUND, res.err
+        assert "unknown worktree 'nope'" in res.json["error"]["message"]
+
+
+def test_duplicate_slug_and_bad_base_are_refused(repo, cli):
+    assert cli("worktree", "new", "a").code == 0
+    assert cli("worktree", "new", "a", "--json").code == ExitCode.CONFLICT
+    res = cli("worktree", "new", "b", "--base", "no-such-ref", "--json")
+    assert res.code == ExitCode.USAGE and "no-such-ref" in res.json["error"]["message"]
+
+
+def test_not_a_repo_exits_2(tmp_path):
+    res = ak("worktree", "list", "--json", cwd=tmp_path)
+    assert res.code == ExitCode.USAGE
+    assert "not inside a git repository" in res.json["error"]["message"]
+
+
+def test_redis_down_fails_with_the_url_and_makes_nothing(repo, cli, tmp_path):
+    from tests.conftest import free_port
+
+    url = f"redis://127.0.0.1:{free_port()}/0"
+    res = cli("worktree", "new", "a", "--json", env={"AGENTKIT_REDIS_URL": url})
+    assert res.code == ExitCode.FAILED
+    assert url in res.json["error"]["message"] and "unreachable" in res.json["error"]["message"]
+    assert res.json["error"]["hint"]
+    assert not (repo.parent / "app-worktrees" / "a").exists()
+    assert git(repo, "branch", "--list", "agent/a") == ""
+    assert cli("worktree", "list", "--json", env={"AGENTKIT_REDIS_URL": url}).json["worktrees"] == []
+
+
+def test_external_redis_by_url(repo, cli, external_redis):
+    env = {"AGENTKIT_REDIS_URL": external_redis.url}
+    wt = cli("worktree", "new", "a", "--json", env=env).json
+    assert wt["redis_url"] == external_redis.url.rsplit("/", 1)[0] + "/1"
+    assert not (repo / ".agents" / "redis" / "redis.pid").exists(), "no managed Redis when a URL is set"
+
+
+def test_thirty_concurrent_new_processes_get_distinct_slots(repo):
+    assert ak("redis", "start", cwd=repo).code == 0
+    procs = [subprocess.Popen([sys.executable, "-m", "agentkit", "worktree", "new", f"c{i:02d}", "--json"],
+                              cwd=repo, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for i in range(30)]
+    results = [(p.wait(120), p.stdout.read(), p.stderr.read()) for p in procs]
+    assert all(code == 0 for code, _, _ in results), [err for code, _, err in results if code]
+    dbs = sorted(json.loads(out)["redis_db"] for _, out, _ in results)
+    assert dbs == list(range(1, 31))
+    listed = ak("worktree", "list", "--json", cwd=repo).json["worktrees"]
+    assert len(listed) == 30 and {w["status"] for w in listed} == {"active"}
+    assert len(git(repo, "worktree", "list").splitlines()) == 31
+    assert ak("scale", "status", "--json", cwd=repo).json["current"] == 30
+
+
+@pytest.mark.parametrize("point", ["worktree-new:allocated", "worktree-new:added"])
+def test_kill_9_mid_new_is_repaired_by_up(repo, cli, point):
+    assert cli("redis", "start").code == 0
+    proc = subprocess.Popen([sys.executable, "-m", "agentkit", "worktree", "new", "k"], cwd=repo,
+                            env={**os.environ, "AGENTKIT_FAILPOINT": point},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wt_path = repo.parent / "app-worktrees" / "k"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        rows = cli("worktree", "list", "--json").json["worktrees"]
+        if rows and (point.endswith("allocated") or wt_path.is_dir()):
+            break
+        time.sleep(0.05)
+    time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    listed = cli("worktree", "list", "--json").json["worktrees"]
+    assert [(w["slug"], w["status"]) for w in listed] == [("k", "incomplete")]
+    assert cli("worktree", "new", "k", "--json").code == ExitCode.CONFLICT
+    up = cli("worktree", "up", "k", "--json")
+    assert up.code == 0, up.err
+    assert up.json["status"] == "active" and up.json["redis_db"] == 1
+    assert Path(up.json["env_file"]).is_file() and wt_path.is_dir()
+    assert [w["status"] for w in cli("worktree", "list", "--json").json["worktrees"]] == ["active"]
+    assert cli("worktree", "remove", "k").code == 0
+
+
+def test_kill_9_mid_new_is_cleared_by_cleanup(repo, cli):
+    assert cli("redis", "start").code == 0
+    proc = subprocess.Popen([sys.executable, "-m", "agentkit", "worktree", "new", "k"], cwd=repo,
+                            env={**os.environ, "AGENTKIT_FAILPOINT": "worktree-new:added"},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wt_path = repo.parent / "app-worktrees" / "k"
+    deadline = time.monotonic() + 30
+    while not wt_path.is_dir() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.2)
+    proc.kill()
+    proc.wait()
+    res = cli("worktree", "cleanup", "--yes", "--json")
+    assert res.code == 0, res.err
+    assert [r["slug"] for r in res.json["removed"]] == ["k"]
+    assert not wt_path.exists() and cli("scale", "status", "--json").json["used"] == 0
+
+
+def test_up_is_idempotent_and_repairs_the_env_file(repo, cli):
+    wt = cli("worktree", "new", "a", "--json").json
+    Path(wt["env_file"]).unlink()
+    up = cli("worktree", "up", "a", "--json").json
+    assert up["redis_db"] == wt["redis_db"] and "env_file" in up["repaired"]
+    assert Path(wt["env_file"]).is_file()
+    again = cli("worktree", "up", "a", "--json").json
+    assert again["repaired"] == [] and again["redis_db"] == wt["redis_db"]
+
+
+def test_up_recreates_a_missing_folder(repo, cli):
+    wt = cli("worktree", "new", "a", "--json").json
+    subprocess.run(["rm", "-rf", wt["path"]], check=True)
+    assert cli("worktree", "list", "--json").json["worktrees"][0]["status"] == "missing"
+    up = cli("worktree", "up", "a", "--json")
+    assert up.code == 0, up.err
+    assert "worktree" in up.json["repaired"] and Path(wt["path"]).is_dir()
+
+
+def test_unmanaged_worktree_is_listed_and_adopted_by_up(repo, cli):
+    other = repo.parent / "app-worktrees" / "handmade"
+    git(repo, "worktree", "add", "-q", "-b", "agent/handmade", str(other))
+    listed = cli("worktree", "list", "--json").json["worktrees"]
+    assert [(w["slug"], w["status"]) for w in listed] == [("handmade", "unmanaged")]
+    up = cli("worktree", "up", "handmade", "--json")
+    assert up.code == 0, up.err
+    assert up.json["redis_db"] == 1 and "allocation" in up.json["repaired"]
+    assert cli("worktree", "list", "--json").json["worktrees"][0]["status"] == "active"
+
+
+def test_merged_worktrees_are_cleaned_up_but_never_uncommitted_work(repo, cli):
+    merged = cli("worktree", "new", "done", "--json").json
+    (Path(merged["path"]) / "feature.txt").write_text("ok\n")
+    git(Path(merged["path"]), "add", "feature.txt")
+    git(Path(merged["path"]), "commit", "-qm", "feature")
+    git(repo, "merge", "-q", "--ff-only", "agent/done")
+    dirty = cli("worktree", "new", "dirty", "--json").json
+    (Path(dirty["path"]) / "other.txt").write_text("ok\n")
+    git(Path(dirty["path"]), "add", "other.txt")
+    git(Path(dirty["path"]), "commit", "-qm", "other feature")
+    git(repo, "merge", "-q", "--ff-only", "agent/dirty")
+    (Path(dirty["path"]) / "scratch.txt").write_text("not committed\n")
+    fresh = cli("worktree", "new", "fresh", "--json").json
+    statuses = {w["slug"]: w["status"] for w in cli("worktree", "list", "--json").json["worktrees"]}
+    assert statuses == {"done": "merged", "dirty": "merged", "fresh": "active"}
+
+    refused = cli("worktree", "cleanup", "--json")
+    assert refused.code == ExitCode.USAGE and "--yes" in refused.err
+    dry = cli("worktree", "cleanup", "--dry-run", "--json").json
+    assert [r["slug"] for r in dry["removed"]] == ["done"] and Path(merged["path"]).is_dir()
+    res = cli("worktree", "cleanup", "--yes", "--json")
+    assert res.code == 0
+    assert [r["slug"] for r in res.json["removed"]] == ["done"]
+    assert [s["slug"] for s in res.json["skipped"]] == ["dirty"]
+    assert not Path(merged["path"]).exists()
+    assert Path(dirty["path"]).is_dir() and Path(fresh["path"]).is_dir()
+
+
+def test_state_is_found_from_inside_a_linked_worktree(repo, cli):
+    wt = cli("worktree", "new", "a", "--json").json
+    res = ak("worktree", "list", "--json", cwd=Path(wt["path"]))
+    assert [w["slug"] for w in res.json["worktrees"]] == ["a"]
+    assert not (Path(wt["path"]) / ".agents").exists()
+
+
+def test_plan_changes_nothing(repo, cli):
+    res = cli("worktree", "plan", "a", "--json")
+    assert res.code == 0
+    assert res.json["redis_db"] == 1 and res.json["branch"] == "agent/a" and not res.json["band_grows"]
+    assert not Path(res.json["path"]).exists()
+    assert cli("worktree", "list", "--json").json["worktrees"] == []
+
+
+def test_agent_worktree_script_has_scale_beside_worktree_commands(repo):
+    script = Path(sys.executable).parent / "agent-worktree"
+    done = subprocess.run([str(script), "new", "a", "--json"], cwd=repo, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    status = subprocess.run([str(script), "scale", "status", "--json"], cwd=repo, capture_output=True, text=True)
+    assert json.loads(status.stdout)["used"] == 1
+    shim = Path(__file__).resolve().parents[1] / "bin" / "agent-worktree"
+    listed = subprocess.run([str(shim), "list", "--json"], cwd=repo, capture_output=True, text=True,
+                            env={**os.environ, "PATH": f"{script.parent}:{os.environ['PATH']}"})
+    assert [w["slug"] for w in json.loads(listed.stdout)["worktrees"]] == ["a"]
