@@ -167,6 +167,7 @@ def _free_port(bind: str) -> int:
 
 def _port_free(bind: str, port: int) -> bool:
     with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as redis-server does: TIME_WAIT is free
         try:
             sock.bind((bind, port))
             return True
