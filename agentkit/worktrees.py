@@ -210,13 +210,15 @@ def new(repo, slug: str, base: str | None = None, branch: str | None = None) -> 
 
 
 def _undo_new(repo, slug: str, path: Path, made_branch: str | None, exc: BaseException) -> None:
-    with repo.lock("git"):
-        if path.exists():
-            git.run(["worktree", "remove", "--force", str(path)], repo.root, check=False)
-        git.run(["worktree", "prune"], repo.root, check=False)
-        if made_branch:
-            git.run(["branch", "-D", made_branch], repo.root, check=False)
-    _drop_row(repo, slug, "worktree.rolled_back", error=str(exc))
+    """Take back a failed `new`. If even that fails, the row stays `incomplete` for `up` or `cleanup`."""
+    if path.exists() or made_branch:
+        with repo.lock("git"):
+            if path.exists():
+                git.run(["worktree", "remove", "--force", str(path)], repo.root, check=False)
+            git.run(["worktree", "prune"], repo.root, check=False)
+            if made_branch:
+                git.run(["branch", "-D", made_branch], repo.root, check=False)
+    _drop_row(repo, slug, "worktree.rolled_back", error=getattr(exc, "message", str(exc)))
 
 
 def _git_worktree(repo, path: str) -> dict | None:

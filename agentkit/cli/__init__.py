@@ -64,7 +64,15 @@ def _register_plugin_commands() -> None:
 
 
 def main() -> None:
-    _register_plugin_commands()
+    import sys
+
+    from agentkit.cli.common import handled
+
+    try:
+        with handled("--json" in sys.argv[1:]):
+            _register_plugin_commands()
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
     app()
 
 

@@ -1,0 +1,112 @@
+"""The command contract: JSON shapes, exit codes, lazy imports, plugins, snapshot, docs that match the code."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from agentkit import hookspecs
+from agentkit.errors import ExitCode
+
+DOCS = Path(__file__).resolve().parents[1] / "docs"
+HEAVY = ("redis", "rich", "sqlite_utils", "psutil", "yaml", "portalocker")
+
+
+def imported_modules(repo: Path, *args: str) -> set[str]:
+    code = ("import sys, runpy; sys.argv = ['agentkit', *sys.argv[1:]]\n"
+            "try:\n    runpy.run_module('agentkit', run_name='__main__')\n"
+            "except SystemExit:\n    pass\n"
+            "print('\\n'.join(sys.modules), file=sys.stderr)")
+    done = subprocess.run([sys.executable, "-c", code, *args], cwd=repo, capture_output=True, text=True)
+    return set(done.stderr.split())
+
+
+@pytest.mark.parametrize("args", [("snapshot", "--json"), ("worktree", "list", "--json"), ("plugins", "--json")])
+def test_read_only_commands_do_not_import_heavy_modules(repo, cli, args):
+    assert cli("worktree", "new", "a").code == 0  # state, a worktree and a running Redis exist
+    loaded = imported_modules(repo, *args)
+    assert "agentkit.cli" in loaded
+    assert not {m for m in loaded if m.split(".")[0] in HEAVY}
+
+
+def test_snapshot_document(repo, cli):
+    cli("worktree", "new", "a")
+    snap = cli("snapshot", "--json").json
+    assert snap["schema_version"] == 1 and snap["repo"] == str(repo)
+    assert [w["slug"] for w in snap["worktrees"]] == ["a"]
+    assert {"floor", "step", "current", "used", "free", "physical_max"} <= set(snap["capacity"])
+    assert snap["capacity"]["used"] == 1 and snap["capacity"]["physical_max"] == 64
+    assert snap["redis"]["managed"] is True and snap["redis"]["running"] is True
+    cli("redis", "stop")
+    assert cli("snapshot", "--json").json["redis"]["running"] is False
+
+
+def test_json_error_object_and_stderr_message(repo, cli):
+    res = cli("worktree", "remove", "ghost", "--json")
+    assert res.code == ExitCode.NOT_FOUND
+    assert set(res.json["error"]) == {"code", "name", "message", "hint"}
+    assert res.json["error"]["code"] == 6 and res.json["error"]["name"] == "not_found"
+    assert res.err.startswith("error: unknown worktree")
+    human = cli("worktree", "remove", "ghost")
+    assert human.out == "" and "hint:" in human.err
+
+
+def test_usage_errors_exit_2_and_minus_c(repo, tmp_path, cli):
+    assert cli("worktree", "new").code == ExitCode.USAGE
+    assert cli("scale", "--provision", "--target", "x").code == ExitCode.USAGE
+    res = subprocess.run([sys.executable, "-m", "agentkit", "-C", str(repo), "worktree", "list", "--json"],
+                         cwd=tmp_path, capture_output=True, text=True)
+    assert res.returncode == 0 and '"worktrees": []' in res.stdout
+    res = subprocess.run([sys.executable, "-m", "agentkit", "-C", str(tmp_path / "nope"), "snapshot"],
+                         capture_output=True, text=True)
+    assert res.returncode == ExitCode.USAGE and "cannot change to" in res.stderr
+
+
+def test_plugins_lists_builtins_with_their_hooks(repo, cli):
+    listed = {p["name"]: p for p in cli("plugins", "--json").json["plugins"]}
+    assert listed["agentkit.builtin.band"] == {"name": "agentkit.builtin.band", "builtin": True,
+                                               "hooks": ["band_target"]}
+    assert listed["agentkit.builtin.provisioners"]["hooks"] == ["register_provisioners"]
+
+
+def test_plugin_adds_a_command_and_a_snapshot_section(repo, cli, tmp_path):
+    plugin = tmp_path / "plugs" / "hello_plugin.py"
+    plugin.parent.mkdir()
+    plugin.write_text(
+        "from agentkit.hookspecs import hookimpl\n\n"
+        "@hookimpl\ndef register_commands(app):\n"
+        "    @app.command('hello')\n    def hello():\n        print('hello from a plugin')\n\n"
+        "@hookimpl\ndef snapshot_sections(repo):\n    return {'hello': {'ok': True}}\n\n"
+        "@hookimpl\ndef worktree_env(worktree, config):\n    return {'EXTRA': worktree['slug'].upper()}\n")
+    env = {"PYTHONPATH": str(plugin.parent), "AGENTKIT_PLUGINS": "hello_plugin"}
+    assert cli("hello", env=env).out.strip() == "hello from a plugin"
+    assert cli("snapshot", "--json", env=env).json["hello"] == {"ok": True}
+    wt = cli("worktree", "new", "a", "--json", env=env).json
+    assert "EXTRA=A" in Path(wt["env_file"]).read_text().splitlines()
+    assert cli("hello", env={"AGENTKIT_DISABLE_PLUGIN_AUTOLOAD": "1"}).code == ExitCode.USAGE
+
+
+def test_unknown_plugin_name_is_a_usage_error(repo, cli):
+    res = cli("plugins", "--json", env={"AGENTKIT_PLUGINS": "no_such_plugin_xyz"})
+    assert res.code == ExitCode.USAGE and "no_such_plugin_xyz" in res.json["error"]["message"]
+
+
+def test_every_hook_is_documented():
+    text = (DOCS / "plugins.md").read_text()
+    hooks = [name for name in dir(hookspecs) if hasattr(getattr(hookspecs, name), "agentkit_spec")]
+    assert hooks, "hookspecs found"
+    missing = [h for h in hooks if f"### {h}" not in text]
+    assert not missing, f"docs/plugins.md lacks a section for: {missing}"
+
+
+def test_cli_reference_is_current():
+    from agentkit.cli.reference import render
+
+    assert (DOCS / "cli.md").read_text() == render(), "regenerate: python -m agentkit.cli.reference > docs/cli.md"
+
+
+def test_every_exit_code_is_documented():
+    text = (DOCS / "exit-codes.md").read_text()
+    missing = [c.name for c in ExitCode if f"| {int(c)} " not in text]
+    assert not missing, f"docs/exit-codes.md lacks: {missing}"
