@@ -5,7 +5,7 @@ from pathlib import Path
 
 import typer
 
-from agentkit.cli import info, redis, scale, worktree
+from agentkit.cli import docs, info, redis, scale, worktree
 
 app = typer.Typer(name="agentkit", no_args_is_help=True, add_completion=False,
                   help="Run many coding agents in parallel on one repository: isolated worktrees, "
@@ -34,6 +34,7 @@ app.command("snapshot")(info.snapshot)
 app.command("plugins")(info.plugins)
 app.command("events")(info.events)
 app.command("version")(info.version)
+app.command("install-docs")(docs.install_docs)
 
 
 @app.command("demo")
@@ -78,3 +79,7 @@ def main() -> None:
 
 def agent_worktree_main() -> None:
     worktree_app()
+
+
+def install_docs_main() -> None:
+    typer.run(docs.install_docs)
