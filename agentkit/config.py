@@ -25,10 +25,12 @@ DEFAULTS: dict[str, Any] = {
     "ports.base": 20000,
     "ports.block": 10,
     "locks.timeout": 60,
+    "tasks.max_attempts": 3,
+    "claims.lease": "30m",
 }
 
 MINIMUM = {"capacity.floor": 1, "capacity.step": 1, "redis.databases": 1, "ports.block": 1,
-           "worktrees.stale_days": 0, "locks.timeout": 1}
+           "worktrees.stale_days": 0, "locks.timeout": 1, "tasks.max_attempts": 1}
 
 
 def env_name(key: str) -> str:

@@ -5,7 +5,7 @@ import sqlite3
 import time
 
 
-def record(conn: sqlite3.Connection, kind: str, subject: str | None = None, **data) -> None:
+def record(conn: sqlite3.Connection, kind: str, subject: str | None = None, /, **data) -> None:
     """Append an event inside the caller's transaction, so it commits or rolls back with the change."""
     conn.execute("INSERT INTO events (ts, kind, subject, data) VALUES (?, ?, ?, ?)",
                  (time.time(), kind, subject, json.dumps(data, sort_keys=True)))

@@ -77,3 +77,15 @@ def snapshot_sections(repo) -> dict | None:
 
     Called on every snapshot, which must stay fast: read state, do not start services.
     """
+
+
+@hookspec(firstresult=True)
+def task_scores(tasks: list) -> list | None:
+    """Score ready tasks; higher goes first. The first non-None answer wins.
+
+    Called by `task ready` and `claim` with every ready task as a dict (``id``, ``name``, ``priority``,
+    ``skip_count``, ``attempts``, ``status``, ``category``, ``meta``, and ``dependents``: the number of
+    distinct tasks that depend on it directly or transitively). Return a list of the same length, in the
+    same order, of ``{"score": int, "parts": {name: int}}``. Ties are broken by priority, then id. The
+    built-in score is ``(1000 - priority) + 100 * dependents - 10 * skip_count``.
+    """

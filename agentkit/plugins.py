@@ -13,6 +13,7 @@ DEFAULT_PLUGINS = (
     "agentkit.builtin.band",
     "agentkit.builtin.ports",
     "agentkit.builtin.provisioners",
+    "agentkit.builtin.scoring",
 )
 
 _manager: pluggy.PluginManager | None = None

@@ -1,6 +1,6 @@
 """One read of everything a dashboard or script wants to know, as a versioned document."""
 
-from agentkit import capacity, redis, worktrees
+from agentkit import capacity, redis, tasks, worktrees
 
 SCHEMA_VERSION = 1
 
@@ -14,7 +14,8 @@ def snapshot(repo) -> dict:
            "worktrees": worktrees.list_all(repo),
            "capacity": {k: v for k, v in cap.items() if k != "slots"},
            "redis": {"url": redis.redacted(red["url"]) if red["url"] else None,
-                     "managed": red["managed"], "running": red["running"]}}
+                     "managed": red["managed"], "running": red["running"]},
+           "tasks": {k: v for k, v in tasks.status(repo).items() if k != "schema_version"}}
     for section in repo.hook.snapshot_sections(repo=repo):
         out.update(section or {})
     return out

@@ -5,9 +5,9 @@ from pathlib import Path
 
 import typer
 
-from agentkit.cli import docs, info, redis, scale, worktree
+from agentkit.cli import docs, info, redis, scale, tasks, worktree
 
-app = typer.Typer(name="agentkit", no_args_is_help=True, add_completion=False,
+app = typer.Typer(name="agentkit", no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
                   help="Run many coding agents in parallel on one repository: isolated worktrees, "
                        "per-agent Redis DBs and ports, and an elastic capacity band.")
 
@@ -30,6 +30,11 @@ app.add_typer(worktree.app, name="worktree")
 app.add_typer(scale.app, name="scale")
 app.add_typer(redis.app, name="redis")
 app.add_typer(info.config_app, name="config")
+app.add_typer(tasks.app, name="task")
+app.command("claim")(tasks.claim)
+app.command("heartbeat")(tasks.heartbeat)
+app.command("release")(tasks.release)
+app.command("reap")(tasks.reap)
 app.command("snapshot")(info.snapshot)
 app.command("plugins")(info.plugins)
 app.command("events")(info.events)
@@ -50,6 +55,7 @@ def demo(directory: Path = typer.Option(None, "--dir", help="Where to build the 
 
 # `agent-worktree …`: the worktree commands with `scale` beside them (for repos that call bin/agent-worktree).
 worktree_app = typer.Typer(name="agent-worktree", no_args_is_help=True, add_completion=False,
+                           pretty_exceptions_enable=False,
                            help="Agent worktrees and Redis capacity (the same as `agentkit worktree` + `scale`).")
 worktree_app.callback()(root)
 for command in worktree.app.registered_commands:

@@ -39,3 +39,48 @@ def m001_foundation(db) -> None:
             data TEXT NOT NULL DEFAULT '{}'
         )""")
     db.execute("CREATE INDEX events_kind ON events(kind)")
+
+
+@migrations()
+def m002_tasks(db) -> None:
+    db.execute("""
+        CREATE TABLE tasks (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            name TEXT NOT NULL,
+            description TEXT NOT NULL DEFAULT '',
+            category TEXT NOT NULL DEFAULT '',
+            steps TEXT NOT NULL DEFAULT '[]',
+            priority INTEGER NOT NULL DEFAULT 1000,
+            status TEXT NOT NULL DEFAULT 'pending',
+            reason TEXT,
+            attempts INTEGER NOT NULL DEFAULT 0,
+            skip_count INTEGER NOT NULL DEFAULT 0,
+            meta TEXT NOT NULL DEFAULT '{}',
+            claim_id TEXT,
+            verified_at REAL,
+            created_at REAL NOT NULL,
+            updated_at REAL NOT NULL
+        )""")
+    db.execute("CREATE INDEX tasks_status ON tasks(status)")
+    db.execute("""
+        CREATE TABLE task_deps (
+            task_id INTEGER NOT NULL,
+            dep_id INTEGER NOT NULL,
+            PRIMARY KEY (task_id, dep_id)
+        )""")
+    db.execute("CREATE INDEX task_deps_dep ON task_deps(dep_id)")
+    db.execute("""
+        CREATE TABLE claims (
+            claim_id TEXT PRIMARY KEY,
+            task_id INTEGER NOT NULL,
+            agent TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            fence INTEGER NOT NULL UNIQUE,
+            state TEXT NOT NULL,
+            lease_expires_at REAL NOT NULL,
+            outcome TEXT,
+            created_at REAL NOT NULL,
+            ended_at REAL
+        )""")
+    db.execute("CREATE INDEX claims_active ON claims(state, lease_expires_at)")
+    db.execute("CREATE INDEX claims_task ON claims(task_id, state)")
