@@ -37,10 +37,17 @@ def expire_leases(repo, conn, now: float | None = None) -> list[dict]:
         if c["kind"] == "work":
             task = tasks.show_in(conn, c["task_id"])
             if task["status"] == "in_progress" and task["claim_id"] == c["claim_id"]:
-                item.update(tasks.record_failure(repo, conn, task, f"lease of {c['agent']} expired", "lease"))
+                item.update(tasks.record_failure(repo, conn, task, f"lease of {c['agent']} expired", "lease",
+                                                 retry_as="pending"))
         events.record(conn, "claim.expired", c["claim_id"], **item)
         expired.append(item)
     return expired
+
+
+def _recover(repo) -> None:
+    """Expire stale leases in a transaction of their own, so they stick even if the step after refuses."""
+    with repo.store.tx() as conn:
+        expire_leases(repo, conn)
 
 
 def _new_claim(conn, task_id: int, agent: str, kind: str, lease_s: float) -> dict:
@@ -67,8 +74,8 @@ def claim(repo, agent: str, task_id: int | None = None, lease: str | None = None
     if not agent or not agent.strip():
         raise usage("--agent NAME is required: a claim records who holds it")
     lease_s = _lease(repo, lease)
+    _recover(repo)
     with repo.store.tx() as conn:
-        expire_leases(repo, conn)
         mine = conn.execute("SELECT * FROM claims WHERE agent = ? AND state = 'active' AND kind = 'work'"
                             + (" AND task_id = ?" if task_id is not None else "") + " ORDER BY fence LIMIT 1",
                             (agent, task_id) if task_id is not None else (agent,)).fetchone()
@@ -109,8 +116,8 @@ def claim_regression(repo, agent: str, count: int = 1, lease: str | None = None)
     if count < 1:
         raise usage("--count must be at least 1")
     lease_s = _lease(repo, lease)
+    _recover(repo)
     with repo.store.tx() as conn:
-        expire_leases(repo, conn)
         rows = conn.execute(
             "SELECT id FROM tasks t WHERE status = 'passing' AND NOT EXISTS (SELECT 1 FROM claims c WHERE "
             "c.task_id = t.id AND c.state = 'active' AND c.kind = 'regression') "
@@ -139,8 +146,8 @@ def _active(conn, claim_id: str) -> sqlite3.Row:
 
 def heartbeat(repo, claim_id: str, lease: str | None = None) -> dict:
     lease_s = _lease(repo, lease)
+    _recover(repo)
     with repo.store.tx() as conn:
-        expire_leases(repo, conn)
         c = _active(conn, claim_id)
         conn.execute("UPDATE claims SET lease_expires_at = ? WHERE claim_id = ?", (time.time() + lease_s, claim_id))
         events.record(conn, "claim.heartbeat", claim_id, task_id=c["task_id"])
@@ -151,8 +158,8 @@ def release(repo, claim_id: str, outcome: str | None = None, reason: str | None 
     """End a claim. No outcome: the task goes back to the pool untouched. Stale claims are refused (exit 7)."""
     if outcome is not None and outcome not in ("pass", "fail", "skip"):
         raise usage(f"unknown outcome {outcome!r}", "choose pass, fail or skip")
+    _recover(repo)
     with repo.store.tx() as conn:
-        expire_leases(repo, conn)
         c = _active(conn, claim_id)
         now = time.time()
         if c["kind"] == "regression":

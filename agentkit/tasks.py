@@ -271,6 +271,7 @@ def import_file(repo, path: Path) -> dict:
             if cycle:
                 problems.append(cycle_error(cycle).message)
         if problems:
+            problems.sort(key=lambda p: int(p.split()[1].rstrip(":")) if p.startswith("entry ") else 1 << 30)
             raise AgentkitError(f"{path}: {len(problems)} problem(s), nothing imported:\n  " + "\n  ".join(problems),
                                 "fix the entries listed and import again", ExitCode.USAGE)
         for s in staged:
@@ -384,17 +385,17 @@ def _unblock(conn) -> list[int]:
     return freed
 
 
-def record_failure(repo, conn, task: dict, reason: str | None, kind: str) -> dict:
-    """One failed attempt: failing (to retry), or dead at max_attempts with every dependent blocked."""
+def record_failure(repo, conn, task: dict, reason: str | None, kind: str, retry_as: str = "failing") -> dict:
+    """One failed attempt: `retry_as` (claimable again), or dead at max_attempts with every dependent blocked."""
     attempts = task["attempts"] + 1
     if attempts >= repo.config["tasks.max_attempts"]:
         _set_status(conn, task["id"], "dead", reason or f"failed {attempts} times", attempts=attempts, claim_id=None)
         blocked = block_dependents(conn, task["id"], task["name"])
         events.record(conn, "task.dead", str(task["id"]), attempts=attempts, reason=reason, via=kind)
         return {"status": "dead", "attempts": attempts, "blocked": blocked}
-    _set_status(conn, task["id"], "failing", reason, attempts=attempts, claim_id=None)
+    _set_status(conn, task["id"], retry_as, reason, attempts=attempts, claim_id=None)
     events.record(conn, "task.failed", str(task["id"]), attempts=attempts, reason=reason, via=kind)
-    return {"status": "failing", "attempts": attempts, "blocked": []}
+    return {"status": retry_as, "attempts": attempts, "blocked": []}
 
 
 def _end_claims(conn, task_id: int, state: str, outcome: str | None) -> None:
