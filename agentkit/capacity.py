@@ -62,8 +62,9 @@ def load(conn: sqlite3.Connection, config, physical_max: int | None = None) -> B
 
 
 def _clip(band: Band, size: int) -> int:
+    """Keep a band size within [floor, ceiling] (the ceiling wins if lower) and over every used slot."""
     top_used = max(band.occupied, default=-1) + 1
-    return max(1, top_used, min(size, band.ceiling))
+    return max(1, min(band.floor, band.ceiling), top_used, min(size, band.ceiling))
 
 
 def _save(conn: sqlite3.Connection, band: Band) -> None:
@@ -87,12 +88,12 @@ def _resize(repo, conn: sqlite3.Connection, band: Band, want: int, reason: str) 
 
 
 def full_error(band: Band) -> AgentkitError:
-    if band.ceiling < band.physical_max - len(band.reserved) or band.current < band.ceiling:
-        what = f"the band policy will not grow past {band.current} slots"
-    else:
-        what = f"physical ceiling {band.physical_max} reached (all {band.ceiling} allocatable DBs in use)"
+    if band.current < band.ceiling:
+        return AgentkitError(f"the band policy will not grow past {band.current} slots",
+                             "free slots with `agentkit worktree cleanup`, grow it by hand with `agentkit scale out`, "
+                             "or check the band_target plugin (`agentkit plugins`)", ExitCode.CAPACITY)
     return AgentkitError(
-        what,
+        f"physical ceiling {band.physical_max} reached (all {band.ceiling} allocatable DBs in use)",
         f"run `agent-worktree scale --provision --target {max(band.physical_max * 2, 64)} --yes` "
         "or free slots with `agentkit worktree cleanup`",
         ExitCode.CAPACITY,
@@ -140,7 +141,7 @@ def status(repo, live: bool = True) -> dict:
             warning = "the managed Redis has not been started yet: run `agentkit redis start`"
         else:
             try:
-                physical = redis.databases(target, repo=repo)
+                physical = redis.live_databases(repo, target)
             except AgentkitError as exc:
                 warning = f"{exc.message}; showing the band from state"
     band = load(repo.store.conn, repo.config, physical)
@@ -201,7 +202,8 @@ def scale_in(repo) -> dict:
 
 def provisioners(repo) -> dict:
     found: dict = {}
-    repo.hook.register_provisioners(register=lambda name, fn: found.__setitem__(name, fn))
+    # pluggy calls plugins registered later first and built-ins last: the first registration of a name wins
+    repo.hook.register_provisioners(register=lambda name, fn: found.setdefault(name, fn))
     return found
 
 
@@ -219,7 +221,8 @@ def provision_plan(repo, target: int | None) -> dict:
         raise usage(f"lowering databases from {before} to {target} is refused: keys in the DBs above "
                     f"{target - 1} would become unreachable", "choose a --target of at least " + str(before))
     name = repo.config["redis.provisioner"] or ("managed" if redis.is_managed(repo) else "command")
-    return {"url": redis.redacted(base), "managed": redis.is_managed(repo), "provisioner": name,
+    return {"schema_version": SCHEMA_VERSION, "url": redis.redacted(base), "managed": redis.is_managed(repo),
+            "provisioner": name,
             "databases": before, "target": max(target, before), "restart": before < target}
 
 

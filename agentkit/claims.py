@@ -4,6 +4,8 @@ import re
 import secrets
 import sqlite3
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from agentkit import durations, events, tasks
 from agentkit.errors import AgentkitError, ExitCode, conflict, not_found, usage
@@ -12,7 +14,9 @@ SCHEMA_VERSION = 1
 
 
 def _lease(repo, lease: str | None) -> float:
-    return durations.parse(lease or repo.config["claims.lease"], "--lease")
+    if lease:
+        return durations.parse(lease, "--lease")
+    return durations.parse(repo.config["claims.lease"], f"claims.lease (from {repo.config.sources['claims.lease']})")
 
 
 def worktree_hint(task: dict) -> str:
@@ -44,16 +48,33 @@ def expire_leases(repo, conn, now: float | None = None) -> list[dict]:
     return expired
 
 
-def _recover(repo) -> None:
-    """Expire stale leases in a transaction of their own, so they stick even if the step after refuses."""
-    with repo.store.tx() as conn:
+@contextmanager
+def _step(repo) -> Iterator[sqlite3.Connection]:
+    """One claim-side transaction. Expired leases are recovered first and stay recovered even when the step
+    then refuses (exit 4/6/7): the refusal rolls back to a savepoint taken after the recovery."""
+    conn = repo.store.conn
+    conn.execute("BEGIN IMMEDIATE")
+    try:
         expire_leases(repo, conn)
+        conn.execute("SAVEPOINT step")
+        try:
+            yield conn
+        except AgentkitError:
+            conn.execute("ROLLBACK TO step")
+            conn.execute("COMMIT")
+            raise
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
 
 
-def _new_claim(conn, task_id: int, agent: str, kind: str, lease_s: float) -> dict:
+def _new_claim(conn, task_id: int, agent: str, kind: str, lease_s: float, prior_status: str | None = None) -> dict:
     now = time.time()
     fence = (conn.execute("SELECT max(fence) FROM claims").fetchone()[0] or 0) + 1
-    claim = {"claim_id": secrets.token_hex(8), "task_id": task_id, "agent": agent, "kind": kind, "fence": fence,
+    claim = {"claim_id": secrets.token_hex(8), "task_id": task_id, "agent": agent, "kind": kind,
+             "prior_status": prior_status, "fence": fence,
              "state": "active", "lease_expires_at": now + lease_s, "outcome": None, "created_at": now,
              "ended_at": None}
     conn.execute(f"INSERT INTO claims ({', '.join(claim)}) VALUES ({', '.join('?' * len(claim))})",
@@ -74,8 +95,7 @@ def claim(repo, agent: str, task_id: int | None = None, lease: str | None = None
     if not agent or not agent.strip():
         raise usage("--agent NAME is required: a claim records who holds it")
     lease_s = _lease(repo, lease)
-    _recover(repo)
-    with repo.store.tx() as conn:
+    with _step(repo) as conn:
         mine = conn.execute("SELECT * FROM claims WHERE agent = ? AND state = 'active' AND kind = 'work'"
                             + (" AND task_id = ?" if task_id is not None else "") + " ORDER BY fence LIMIT 1",
                             (agent, task_id) if task_id is not None else (agent,)).fetchone()
@@ -88,20 +108,20 @@ def claim(repo, agent: str, task_id: int | None = None, lease: str | None = None
                 raise conflict(f"task {task_id} is already claimed by {holder['agent']} until "
                                f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(holder['lease_expires_at']))}",
                                "pick another task, or wait for the lease to end")
-            candidates = [r for r in tasks.scored_ready(repo, conn) if r["id"] == task_id]
+            candidates = [r for r in tasks.scored_ready(repo, conn, full=False) if r["id"] == task_id]
             if not candidates:
                 raise AgentkitError(f"task {task_id} is not ready: {_not_ready_reason(conn, task)}",
                                     "see `agentkit task status`", ExitCode.NOTHING_READY)
         else:
-            candidates = tasks.scored_ready(repo, conn)
+            candidates = tasks.scored_ready(repo, conn, full=False)
             if not candidates:
                 stuck = tasks.diagnose(conn)
                 why = tasks.describe_stuck(stuck) if stuck else "every task is passing (or there are none)"
                 raise AgentkitError(f"nothing ready:\n  {why}", "see `agentkit task status` for the whole picture",
                                     ExitCode.NOTHING_READY)
         best = candidates[0]
-        new = _new_claim(conn, best["id"], agent, "work", lease_s)
-        won = conn.execute("UPDATE tasks SET status = 'in_progress', claim_id = ?, reason = NULL, updated_at = ? "
+        new = _new_claim(conn, best["id"], agent, "work", lease_s, prior_status=best["status"])
+        won = conn.execute("UPDATE tasks SET status = 'in_progress', claim_id = ?, updated_at = ? "
                            "WHERE id = ? AND claim_id IS NULL AND status IN ('pending', 'failing')",
                            (new["claim_id"], time.time(), best["id"])).rowcount
         if won != 1:  # cannot happen under BEGIN IMMEDIATE; refuse loudly rather than double-assign
@@ -116,8 +136,11 @@ def claim_regression(repo, agent: str, count: int = 1, lease: str | None = None)
     if count < 1:
         raise usage("--count must be at least 1")
     lease_s = _lease(repo, lease)
-    _recover(repo)
-    with repo.store.tx() as conn:
+    with _step(repo) as conn:
+        mine = conn.execute("SELECT * FROM claims WHERE agent = ? AND state = 'active' AND kind = 'regression' "
+                            "ORDER BY fence", (agent,)).fetchall()
+        if mine:
+            return {"schema_version": SCHEMA_VERSION, "claims": [_view(conn, c) for c in mine], "existing": True}
         rows = conn.execute(
             "SELECT id FROM tasks t WHERE status = 'passing' AND NOT EXISTS (SELECT 1 FROM claims c WHERE "
             "c.task_id = t.id AND c.state = 'active' AND c.kind = 'regression') "
@@ -126,7 +149,7 @@ def claim_regression(repo, agent: str, count: int = 1, lease: str | None = None)
             raise AgentkitError("nothing to re-verify: no passing task is free of a regression claim",
                                 "run again once tasks pass", ExitCode.NOTHING_READY)
         made = [_view(conn, _new_claim(conn, r[0], agent, "regression", lease_s)) for r in rows]
-    return {"schema_version": SCHEMA_VERSION, "claims": made}
+    return {"schema_version": SCHEMA_VERSION, "claims": made, "existing": False}
 
 
 def _active(conn, claim_id: str) -> sqlite3.Row:
@@ -146,8 +169,7 @@ def _active(conn, claim_id: str) -> sqlite3.Row:
 
 def heartbeat(repo, claim_id: str, lease: str | None = None) -> dict:
     lease_s = _lease(repo, lease)
-    _recover(repo)
-    with repo.store.tx() as conn:
+    with _step(repo) as conn:
         c = _active(conn, claim_id)
         conn.execute("UPDATE claims SET lease_expires_at = ? WHERE claim_id = ?", (time.time() + lease_s, claim_id))
         events.record(conn, "claim.heartbeat", claim_id, task_id=c["task_id"])
@@ -158,8 +180,7 @@ def release(repo, claim_id: str, outcome: str | None = None, reason: str | None 
     """End a claim. No outcome: the task goes back to the pool untouched. Stale claims are refused (exit 7)."""
     if outcome is not None and outcome not in ("pass", "fail", "skip"):
         raise usage(f"unknown outcome {outcome!r}", "choose pass, fail or skip")
-    _recover(repo)
-    with repo.store.tx() as conn:
+    with _step(repo) as conn:
         c = _active(conn, claim_id)
         now = time.time()
         if c["kind"] == "regression":
@@ -173,7 +194,9 @@ def release(repo, claim_id: str, outcome: str | None = None, reason: str | None 
             task = tasks.show_in(conn, c["task_id"])
         elif outcome is None:
             conn.execute("UPDATE claims SET state = 'released', ended_at = ? WHERE claim_id = ?", (now, claim_id))
-            tasks._set_status(conn, c["task_id"], "pending", reason, claim_id=None)
+            back = c["prior_status"] or "pending"
+            tasks._set_status(conn, c["task_id"], back, reason or tasks._get(conn, c["task_id"])["reason"],
+                              claim_id=None)
             events.record(conn, "claim.released", claim_id, task_id=c["task_id"], outcome=None)
             task = tasks.show_in(conn, c["task_id"])
         else:

@@ -25,10 +25,10 @@ def band_target(band: dict) -> int | None:
     Called inside the allocation transaction when a slot is wanted (``band["want"] == 1``) and after a
     slot is released (``want == 0``). ``band`` holds ``floor``, ``step``, ``ceiling`` (allocatable DBs
     under the physical ``databases``), ``current`` (band size now), ``occupied`` (sorted slot indexes in
-    use, 0-based) and ``want``. Return the new band size; it is clipped to ``[1, ceiling]`` and never below
-    the highest occupied slot + 1. Returning ``current`` when a slot is wanted and all are taken makes the
-    allocation fail with exit 3. The built-in elastic band grows by ``step`` when full and shrinks by
-    ``step`` while the top step is empty, never below ``floor``.
+    use, 0-based) and ``want``. Return the new band size; it is clipped to ``[floor, ceiling]`` (the ceiling
+    wins when it is lower) and never below the highest occupied slot + 1. Returning ``current`` when a slot
+    is wanted and all are taken makes the allocation fail with exit 3. The built-in elastic band grows by
+    ``step`` when full and shrinks by ``step`` while the top step is empty, never below ``floor``.
     """
 
 
@@ -54,7 +54,8 @@ def port_block(slug: str, redis_db: int, config) -> dict | None:
 
 @hookspec
 def worktree_env(worktree: dict, config) -> dict | None:
-    """Extra ``NAME=value`` pairs for a worktree's env file. All answers are merged, later ones win.
+    """Extra ``NAME=value`` pairs for a worktree's env file. All answers are merged; on a clash the first
+    answer wins (pluggy calls the plugin registered last first), and plugins win over agentkit's own keys.
 
     Called whenever the env file is (re)written. ``worktree`` has ``slug``, ``path``, ``branch``,
     ``redis_db``, ``redis_url``, ``ports``.

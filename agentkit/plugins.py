@@ -2,6 +2,7 @@
 
 import importlib
 import os
+import sys
 
 import pluggy
 
@@ -24,11 +25,30 @@ def _selected() -> set[str] | None:
     return {n.strip() for n in raw.split(",") if n.strip()} if raw is not None else None
 
 
+def _declares_agentkit_plugins() -> bool:
+    """A cheap look before importing importlib.metadata (~10 ms): does any installed distribution on sys.path
+    declare an [agentkit] entry point? Most runs have none, and every command pays for this check."""
+    for folder in sys.path:
+        try:
+            names = os.listdir(folder or ".")
+        except OSError:
+            continue
+        for name in names:
+            if name.endswith((".dist-info", ".egg-info")):
+                try:
+                    with open(os.path.join(folder or ".", name, "entry_points.txt")) as fh:
+                        if "[agentkit]" in fh.read():
+                            return True
+                except OSError:
+                    continue
+    return False
+
+
 def _load(pm: pluggy.PluginManager) -> None:
     for name in DEFAULT_PLUGINS:
         pm.register(importlib.import_module(name), name=name)
     selected = _selected()
-    if os.environ.get("AGENTKIT_DISABLE_PLUGIN_AUTOLOAD") not in (None, "", "0"):
+    if os.environ.get("AGENTKIT_DISABLE_PLUGIN_AUTOLOAD") not in (None, "", "0") or not _declares_agentkit_plugins():
         entry_points = []
     else:
         from importlib.metadata import entry_points as all_entry_points

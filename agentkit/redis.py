@@ -90,6 +90,17 @@ def databases(target: str, repo=None) -> int:
     return int(client(target, repo=repo).config_get("databases")["databases"])
 
 
+def live_databases(repo, target: str) -> int:
+    """`databases` of the running Redis. The managed one was started with the value in managed.json, and
+    `databases` cannot change at runtime, so a live pid is enough there (and spares importing the client)."""
+    if is_managed(repo):
+        meta = _meta(repo)
+        if managed_pid(repo) is not None and meta.get("databases"):
+            return int(meta["databases"])
+        raise _unreachable(repo, target, ConnectionError("the managed redis-server is not running"))
+    return databases(target, repo=repo)
+
+
 def flush(target: str, db: int, repo=None) -> None:
     client(target, db=db, repo=repo).flushdb()
 
@@ -314,7 +325,8 @@ def status(repo, live: bool = True) -> dict:
             dbs = databases(target, repo=repo)
         except AgentkitError:
             running = False if not managed else running
-    out = {"url": target, "running": running, "pid": pid, "databases": dbs, "managed": managed}
+    out = {"schema_version": 1, "url": redacted(target) if target else None, "running": running, "pid": pid,
+           "databases": dbs, "managed": managed}
     if managed:
         out.update(dir=str(repo.paths.redis_dir), binary=meta.get("binary"))
     return out

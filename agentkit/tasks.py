@@ -14,8 +14,9 @@ STATUSES = ("pending", "in_progress", "passing", "failing", "blocked", "dead")
 READY_STATUSES = ("pending", "failing")  # failing: a regression (or a failed attempt) left work to redo
 OUTCOMES = ("pass", "fail", "skip", "reset")
 
+_SCORE_COLUMNS = "t.id, t.name, t.priority, t.skip_count, t.attempts, t.status, t.category, t.meta"
 _READY_SQL = """
-    SELECT t.* FROM tasks t
+    SELECT {columns} FROM tasks t
     WHERE t.status IN ('pending', 'failing') AND t.claim_id IS NULL AND NOT EXISTS (
         SELECT 1 FROM task_deps d LEFT JOIN tasks u ON u.id = d.dep_id
         WHERE d.task_id = t.id AND (u.id IS NULL OR u.status != 'passing'))
@@ -199,6 +200,7 @@ def import_file(repo, path: Path) -> dict:
         next_id = (conn.execute("SELECT max(id) FROM tasks").fetchone()[0] or 0) + 1
         staged = []
         file_names: dict[str, list[int]] = {}
+        seen_ids: set[int | None] = set()
         explicit = {e.get("id") for e in entries if isinstance(e, dict) and isinstance(e.get("id"), int)}
         for i, e in enumerate(entries, 1):
             label = f"entry {i}"
@@ -216,6 +218,9 @@ def import_file(repo, path: Path) -> dict:
                 continue
             if tid in existing_ids:
                 problems.append(f"{label}: id {tid} already exists")
+            elif tid is not None and tid in seen_ids:
+                problems.append(f"{label}: id {tid} is used twice in this file")
+            seen_ids.add(tid)
             if tid is None:
                 while next_id in explicit or next_id in existing_ids:
                     next_id += 1
@@ -241,7 +246,7 @@ def import_file(repo, path: Path) -> dict:
             staged.append({"label": label, "id": tid, "name": name, "priority": priority, "steps": steps,
                            "meta": meta, "status": status, "deps": deps,
                            "description": e.get("description", "") if e.get("name") else "",
-                           "category": str(e.get("category", ""))})
+                           "category": str(e.get("category") or "")})
         new_ids = {s["id"] for s in staged}
         graph = _deps(conn)
         for s in staged:
@@ -266,10 +271,9 @@ def import_file(repo, path: Path) -> dict:
                 problems.append(f"{s['label']}: depends on itself")
                 resolved.discard(s["id"])
             graph[s["id"]] = resolved
-        if not problems:
-            cycle = find_cycle(sorted(existing_ids | new_ids), graph)
-            if cycle:
-                problems.append(cycle_error(cycle).message)
+        cycle = find_cycle(sorted(existing_ids | new_ids), graph)
+        if cycle:
+            problems.append(cycle_error(cycle).message)
         if problems:
             problems.sort(key=lambda p: int(p.split()[1].rstrip(":")) if p.startswith("entry ") else 1 << 30)
             raise AgentkitError(f"{path}: {len(problems)} problem(s), nothing imported:\n  " + "\n  ".join(problems),
@@ -297,7 +301,7 @@ def show_in(conn, task_id: int) -> dict:
     t = _get(conn, task_id)
     t["depends_on"] = [r[0] for r in conn.execute("SELECT dep_id FROM task_deps WHERE task_id = ? ORDER BY 1",
                                                   (task_id,))]
-    t["dependents"] = [r[0] for r in conn.execute("SELECT task_id FROM task_deps WHERE dep_id = ? ORDER BY 1",
+    t["required_by"] = [r[0] for r in conn.execute("SELECT task_id FROM task_deps WHERE dep_id = ? ORDER BY 1",
                                                   (task_id,))]
     claim = conn.execute("SELECT * FROM claims WHERE task_id = ? AND state = 'active' AND kind = 'work'",
                          (task_id,)).fetchone()
@@ -317,9 +321,20 @@ def graph(repo) -> dict:
     return {"schema_version": SCHEMA_VERSION, "tasks": nodes, "edges": edges}
 
 
-def scored_ready(repo, conn: sqlite3.Connection) -> list[dict]:
-    """The ready set with scores, best first: score desc, then priority, then id."""
-    rows = [_task(r) for r in conn.execute(_READY_SQL)]
+def _score_row(row) -> dict:
+    t = dict(row)
+    t["meta"] = {} if t["meta"] == "{}" else json.loads(t["meta"])
+    return t
+
+
+def scored_ready(repo, conn: sqlite3.Connection, full: bool = True) -> list[dict]:
+    """The ready set with scores, best first: score desc, then priority, then id.
+
+    `full=False` reads only what scoring needs (a claim picks one task and reads the winner whole)."""
+    if full:
+        rows = [_task(r) for r in conn.execute(_READY_SQL.format(columns="t.*"))]
+    else:
+        rows = [_score_row(r) for r in conn.execute(_READY_SQL.format(columns=_SCORE_COLUMNS))]
     if not rows:
         return []
     ids = [r[0] for r in conn.execute("SELECT id FROM tasks")]
@@ -327,6 +342,9 @@ def scored_ready(repo, conn: sqlite3.Connection) -> list[dict]:
     for r in rows:
         r["dependents"] = counts.get(r["id"], 0)
     scores = repo.hook.task_scores(tasks=rows)
+    if not isinstance(scores, list) or len(scores) != len(rows):
+        raise AgentkitError(f"the task_scores plugin answered {len(scores) if isinstance(scores, list) else scores!r}"
+                            f" scores for {len(rows)} tasks", "fix the plugin, or disable it with AGENTKIT_PLUGINS")
     for r, s in zip(rows, scores, strict=True):
         r["score"], r["score_parts"] = int(s["score"]), s["parts"]
     rows.sort(key=lambda r: (-r["score"], r["priority"], r["id"]))
@@ -412,7 +430,8 @@ def apply_outcome(repo, conn, task_id: int, outcome: str, reason: str | None = N
     extra: dict = {}
     if outcome == "pass":
         _set_status(conn, task_id, "passing", reason, claim_id=None, verified_at=time.time())
-        events.record(conn, "task.passed", str(task_id), reason=reason)
+        extra = {"unblocked": _unblock(conn)} if task["status"] == "dead" else {}
+        events.record(conn, "task.passed", str(task_id), reason=reason, **extra)
     elif outcome == "fail":
         extra = record_failure(repo, conn, task, reason, "task fail")
     elif outcome == "skip":
@@ -519,7 +538,7 @@ def status(repo) -> dict:
     counts = dict.fromkeys(STATUSES, 0)
     for st, n in conn.execute("SELECT status, count(*) FROM tasks GROUP BY status"):
         counts[st] = n
-    ready_count = conn.execute(f"SELECT count(*) FROM ({_READY_SQL})").fetchone()[0]
+    ready_count = conn.execute(f"SELECT count(*) FROM ({_READY_SQL.format(columns='t.id')})").fetchone()[0]
     remaining = sum(n for s, n in counts.items() if s != "passing")
     out = {"schema_version": SCHEMA_VERSION, "counts": counts, "total": sum(counts.values()), "ready": ready_count,
            "remaining": remaining, "stuck": remaining > 0 and ready_count == 0 and counts["in_progress"] == 0}

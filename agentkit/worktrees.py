@@ -5,8 +5,8 @@ import re
 import time
 from pathlib import Path
 
-from agentkit import capacity, events, failpoints, git, redis
-from agentkit.errors import AgentkitError, conflict, not_found, usage
+from agentkit import capacity, events, failpoints, git, procs, redis
+from agentkit.errors import AgentkitError, ExitCode, conflict, not_found, usage
 from agentkit.state.files import atomic_write
 
 SLUG_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
@@ -55,11 +55,11 @@ def _write_env(repo, wt: dict) -> None:
     if wt["ports"]:
         env.update(PORT=str(wt["ports"][0]), PORT_BASE=str(wt["ports"][0]),
                    PORT_RANGE=f"{wt['ports'][0]}-{wt['ports'][-1]}")
-    for extra in repo.hook.worktree_env(worktree=wt, config=repo.config):
+    for extra in reversed(repo.hook.worktree_env(worktree=wt, config=repo.config)):  # the first answer wins
         env.update({k: str(v) for k, v in (extra or {}).items()})
     lines = [f"# written by agentkit for worktree {wt['slug']}; `agentkit worktree up {wt['slug']}` rewrites it"]
     lines += [f"{k}={v}" for k, v in env.items()]
-    atomic_write(Path(wt["env_file"]), "\n".join(lines) + "\n")
+    atomic_write(Path(wt["env_file"]), "\n".join(lines) + "\n", mode=0o600)  # REDIS_URL may carry a password
 
 
 def _exclude_env_file(repo) -> None:
@@ -75,28 +75,12 @@ def _exclude_env_file(repo) -> None:
 
 
 def _creator_alive(row: dict) -> bool:
-    pid = row.get("creator_pid")
-    if not pid:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass
-    import psutil
-
-    try:
-        return abs(psutil.Process(pid).create_time() - (row.get("creator_started") or 0)) < 0.01
-    except psutil.Error:
-        return False
+    return procs.alive(row.get("creator_pid"), row.get("creator_started"))
 
 
 def _allocate_row(repo, slug: str, path: Path, branch: str, base_commit: str | None,
                   physical: int, status: str) -> tuple[dict, dict | None]:
     """Insert or complete a worktree's row with a fresh slot and port block, in one transaction."""
-    import psutil
-
     now = time.time()
     with repo.store.tx() as conn:
         existing = conn.execute("SELECT * FROM worktrees WHERE slug = ?", (slug,)).fetchone()
@@ -104,10 +88,13 @@ def _allocate_row(repo, slug: str, path: Path, branch: str, base_commit: str | N
             return dict(existing), None
         db, change = capacity.allocate(repo, conn, physical, slug)
         ports = _ports(repo, slug, db)
+        if ports["base"] < 1 or ports["base"] + ports["count"] > 65536:
+            raise usage(f"the port block for redis db {db} ({ports['base']}+{ports['count']}) is outside 1-65535",
+                        "lower ports.base or ports.block in .agents/config.toml")
         row = {"slug": slug, "path": str(path), "branch": branch, "base_commit": base_commit, "redis_db": db,
                "port_base": ports["base"], "port_count": ports["count"],
                "env_file": str(path / repo.config["worktrees.env_file"]), "status": status,
-               "creator_pid": os.getpid(), "creator_started": psutil.Process().create_time(),
+               "creator_pid": os.getpid(), "creator_started": procs.start_time(os.getpid()),
                "created_at": existing["created_at"] if existing else now, "updated_at": now}
         conn.execute("INSERT OR REPLACE INTO worktrees ({}) VALUES ({})".format(
             ", ".join(row), ", ".join("?" * len(row))), tuple(row.values()))
@@ -153,13 +140,13 @@ def plan(repo, slug: str, base: str | None = None, branch: str | None = None) ->
     validate_slug(slug)
     branch = _branch(repo, slug, branch)
     path = root_dir(repo) / slug
-    problems = []
+    problems: list[tuple[int, str]] = []  # (the exit code `new` would give, why)
     if _row(repo, slug):
-        problems.append(f"worktree {slug} already exists")
+        problems.append((ExitCode.CONFLICT, f"worktree {slug} already exists"))
     if path.exists():
-        problems.append(f"{path} already exists")
+        problems.append((ExitCode.CONFLICT, f"{path} already exists"))
     if not git.rev(base or "HEAD", repo.root):
-        problems.append(f"unknown base ref {base or 'HEAD'}")
+        problems.append((ExitCode.USAGE, f"unknown base ref {base or 'HEAD'}"))
     physical = None
     target = redis.url(repo)
     if target and redis.reachable(target):
@@ -172,9 +159,11 @@ def plan(repo, slug: str, base: str | None = None, branch: str | None = None) ->
         band.current = max(band.current, min(after or band.current, band.ceiling))
         db = band.first_free()
         if db is None:
-            problems.append(capacity.full_error(band).message)
-    return {"slug": slug, "path": str(path), "branch": branch, "branch_exists": git.branch_exists(branch, repo.root),
-            "redis_db": db, "band_grows": grows, "band": band.summary(), "ok": not problems, "problems": problems}
+            problems.append((ExitCode.CAPACITY, capacity.full_error(band).message))
+    return {"schema_version": SCHEMA_VERSION, "slug": slug, "path": str(path), "branch": branch,
+            "branch_exists": git.branch_exists(branch, repo.root), "redis_db": db, "band_grows": grows,
+            "band": band.summary(), "ok": not problems, "problems": [m for _, m in problems],
+            "exit_code": int(problems[0][0]) if problems else 0}
 
 
 def new(repo, slug: str, base: str | None = None, branch: str | None = None) -> dict:
@@ -206,7 +195,7 @@ def new(repo, slug: str, base: str | None = None, branch: str | None = None) -> 
         _undo_new(repo, slug, path, branch if made_branch else None, exc)
         raise
     capacity.write_mirror(repo)
-    return {**wt, "band_change": change}
+    return {"schema_version": SCHEMA_VERSION, **wt, "band_change": change}
 
 
 def _undo_new(repo, slug: str, path: Path, made_branch: str | None, exc: BaseException) -> None:
@@ -267,7 +256,7 @@ def up(repo, slug: str) -> dict:
             events.record(conn, "worktree.up", slug)
     capacity.write_mirror(repo)
     repo.hook.worktree_up(worktree=wt, config=repo.config)
-    return {**wt, "repaired": repaired, "band_change": change}
+    return {"schema_version": SCHEMA_VERSION, **wt, "repaired": repaired, "band_change": change}
 
 
 def list_all(repo) -> list[dict]:
@@ -315,6 +304,9 @@ def remove(repo, slug: str, force: bool = False, dry_run: bool = False) -> dict:
     if row is None:
         raise not_found(f"unknown worktree {slug!r}",
                         "see `agentkit worktree list`; a worktree shown as unmanaged can be adopted with `up`")
+    if row["status"] == "creating" and _creator_alive(row):
+        raise conflict(f"worktree {slug} is being created by pid {row['creator_pid']}",
+                       "wait for that command to finish, then remove it")
     path = Path(row["path"])
     in_git = _git_worktree(repo, row["path"]) is not None and path.is_dir()
     changes = git.dirty(path) if in_git else []
@@ -324,7 +316,8 @@ def remove(repo, slug: str, force: bool = False, dry_run: bool = False) -> dict:
                        "commit or stash them, or rerun with --force to discard them")
     head = git.rev(row["branch"], repo.root)
     keep_branch = bool(head and head != row["base_commit"] and not git.is_ancestor(head, "HEAD", repo.root))
-    plan = {"slug": slug, "path": str(path), "branch": row["branch"], "redis_db": row["redis_db"],
+    plan = {"schema_version": SCHEMA_VERSION, "slug": slug, "path": str(path), "branch": row["branch"],
+            "redis_db": row["redis_db"],
             "flush": row["redis_db"] is not None, "remove_worktree": in_git,
             "delete_branch": bool(head) and not keep_branch, "discard_changes": len(changes)}
     if dry_run:

@@ -175,3 +175,24 @@ def test_regression_picks_least_recently_verified_and_failures_reopen(repo, cli)
     cli("release", first[0]["claim_id"], "--outcome", "pass")
     again = cli("claim", "--regression", "--agent", "t4", "--count", "5", "--json").json["claims"]
     assert [c["task_id"] for c in again] == [3], "1 is still leased, 3 was just re-verified but is the only free one"
+
+
+def test_release_without_outcome_keeps_a_failing_task_failing(repo, cli):
+    cli("task", "add", "a")
+    cli("task", "fail", "1", "--reason", "tests red")
+    c = cli("claim", "--agent", "x", "--json").json
+    assert c["task"]["reason"] == "tests red", "the agent sees why the last attempt failed"
+    task = cli("release", c["claim_id"], "--json").json["task"]
+    assert (task["status"], task["attempts"], task["reason"]) == ("failing", 1, "tests red")
+
+
+def test_regression_claims_are_idempotent_per_agent(repo, cli):
+    for name in ("a", "b", "c"):
+        cli("task", "add", name)
+        cli("task", "pass", str(len(name)))
+    cli("task", "pass", "2")
+    cli("task", "pass", "3")
+    first = cli("claim", "--regression", "--agent", "t", "--count", "2", "--json").json
+    again = cli("claim", "--regression", "--agent", "t", "--count", "2", "--json").json
+    assert again["existing"] is True
+    assert [c["claim_id"] for c in again["claims"]] == [c["claim_id"] for c in first["claims"]]

@@ -220,3 +220,41 @@ def test_no_cycle_is_ever_accepted_and_ready_means_deps_pass(repo, edges, passin
         assert set(ids(tasks.ready(r))) == expected
     finally:
         r.close()
+
+
+def test_import_lists_duplicate_ids_and_cycles_with_other_problems(repo, cli, tmp_path):
+    f = tmp_path / "dups.json"
+    f.write_text(json.dumps([{"id": 30, "name": "a", "depends_on": [31]}, {"id": 32, "name": "b"},
+                             {"id": 31, "name": "c", "depends_on": ["a"]}, {"name": "d", "priority": "x"},
+                             {"id": 32, "name": "e"}]))
+    res = cli("task", "import", str(f), "--json")
+    assert res.code == ExitCode.USAGE
+    msg = res.json["error"]["message"]
+    assert "entry 5 ('e'): id 32 is used twice" in msg and "priority must be an integer" in msg
+    assert "cycle refused: 30 → 31 → 30" in msg
+
+
+def test_passing_a_dead_task_unblocks_its_dependents(repo, cli):
+    cli("task", "add", "a")
+    cli("task", "add", "b", "--dep", "1")
+    for _ in range(3):
+        cli("task", "fail", "1")
+    assert cli("task", "show", "2", "--json").json["status"] == "blocked"
+    res = cli("task", "pass", "1", "--json").json
+    assert res["unblocked"] == [2] and res["required_by"] == [2]
+    assert [t["id"] for t in cli("task", "ready", "--json").json["tasks"]] == [2]
+
+
+def test_a_scoring_plugin_reorders_and_a_broken_one_is_reported(repo, cli, tmp_path):
+    plugin = tmp_path / "plugs" / "bugs_first.py"
+    plugin.parent.mkdir()
+    plugin.write_text("from agentkit.hookspecs import hookimpl\n\n@hookimpl\ndef task_scores(tasks):\n"
+                      "    return [{'score': 1 if t['category'] == 'bug' else 0, 'parts': {}} for t in tasks]\n")
+    cli("task", "add", "feature", "--priority", "1")
+    cli("task", "add", "bug", "--category", "bug")
+    env = {"PYTHONPATH": str(plugin.parent), "AGENTKIT_PLUGINS": "bugs_first"}
+    assert [t["name"] for t in cli("task", "ready", "--json", env=env).json["tasks"]] == ["bug", "feature"]
+    assert [t["name"] for t in cli("task", "ready", "--json").json["tasks"]] == ["feature", "bug"]
+    plugin.write_text("from agentkit.hookspecs import hookimpl\n\n@hookimpl\ndef task_scores(tasks):\n    return []\n")
+    res = cli("task", "ready", "--json", env=env)
+    assert res.code == ExitCode.FAILED and "task_scores plugin" in res.json["error"]["message"]

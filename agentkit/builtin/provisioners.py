@@ -1,5 +1,6 @@
 """Ways to restart Redis with more databases: the managed server, or a configured command."""
 
+import os
 import re
 import subprocess
 from pathlib import Path
@@ -28,8 +29,14 @@ def restart_command(repo, databases: int) -> None:
     from agentkit.state.files import atomic_write
 
     path = Path(conf)
-    text = path.read_text() if path.exists() else ""
-    atomic_write(path, set_databases_line(text, databases))
+    old = path.stat() if path.exists() else None
+    text = path.read_text() if old else ""
+    atomic_write(path, set_databases_line(text, databases), mode=old.st_mode & 0o7777 if old else 0o644)
+    if old:
+        try:  # a system file (e.g. /etc/redis/redis.conf) keeps its owner when we may set it
+            os.chown(path, old.st_uid, old.st_gid)
+        except PermissionError:
+            pass
     done = subprocess.run(command, shell=True, capture_output=True, text=True, cwd=repo.root)
     if done.returncode != 0:
         raise AgentkitError(f"redis.restart_command failed with exit {done.returncode}: "

@@ -5,6 +5,7 @@ import sys
 import typer
 
 from agentkit.cli.common import JSON_OPT, band_note, handled, open_repo, pairs, render, say
+from agentkit.errors import usage
 
 app = typer.Typer(help="Redis capacity: the elastic slot band and the physical `databases` ceiling.",
                   invoke_without_command=True)
@@ -27,8 +28,8 @@ def scale(ctx: typer.Context,
     """Show the band (no subcommand), move it by hand (out / in), or raise the physical ceiling (--provision)."""
     if ctx.invoked_subcommand is not None:
         if provision:
-            say("error: --provision does not combine with a subcommand")
-            raise typer.Exit(2)
+            with handled(as_json):
+                raise usage("--provision does not combine with a subcommand", "run `scale --provision` on its own")
         return
     if not provision:
         status(as_json=as_json)
@@ -42,9 +43,7 @@ def scale(ctx: typer.Context,
             say(f"this restarts Redis at {plan['url']} ({plan['databases']} → {plan['target']} databases): "
                 "every stack using it sees its connections drop")
             if not sys.stdin.isatty():
-                say("error: refusing to restart Redis without --yes and no TTY to ask on")
-                say("hint: rerun with --yes")
-                raise typer.Exit(2)
+                raise usage("refusing to restart Redis without --yes and no TTY to ask on", "rerun with --yes")
             if not typer.confirm("restart now?", err=True):
                 raise typer.Exit(1)
         data = capacity.provision(repo, target)

@@ -21,7 +21,7 @@ def _when(ts: float | None) -> str:
 
 def _show(task: dict) -> None:
     pairs(task, ["id", "name", "status", "reason", "priority", "attempts", "skip_count", "category",
-                 "depends_on", "dependents"])
+                 "depends_on", "required_by"])
     if task.get("claim"):
         c = task["claim"]
         print(f"claim       {c['agent']} (fence {c['fence']}) until {_when(c['lease_expires_at'])}")
@@ -103,8 +103,12 @@ def graph(as_json: bool = JSON_OPT, dot: bool = typer.Option(False, "--dot", hel
             print(f"  t{task_id} -> t{dep_id};")
         print("}")
         return
-    render(data, as_json, lambda d: [print(f"{a} → {b}") for a, b in d["edges"]] or table(d["tasks"],
-                                                                                          ["id", "name", "status"]))
+    def human(d):
+        table(d["tasks"], ["id", "name", "status"])
+        for task_id, dep_id in d["edges"]:
+            print(f"{task_id} → {dep_id}")
+
+    render(data, as_json, human)
 
 
 @app.command("status")

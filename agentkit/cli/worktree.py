@@ -5,6 +5,7 @@ import sys
 import typer
 
 from agentkit.cli.common import JSON_OPT, band_note, handled, open_repo, pairs, render, say, table
+from agentkit.errors import usage
 
 app = typer.Typer(help="Agent worktrees: a git worktree, a Redis DB, a port block and an env file per slug.",
                   no_args_is_help=True)
@@ -23,7 +24,7 @@ def plan_cmd(slug: str, base: str = typer.Option(None, help="Branch, tag or comm
     render(data, as_json, lambda d: (pairs(d, ["slug", "path", "branch", "branch_exists", "redis_db",
                                                "band_grows", "ok"]), [say(f"problem: {p}") for p in d["problems"]]))
     if not data["ok"]:
-        raise typer.Exit(2)
+        raise typer.Exit(data["exit_code"])
 
 
 @app.command("new")
@@ -100,10 +101,8 @@ def cleanup_cmd(merged: bool = typer.Option(True, "--merged/--no-merged", help="
             if not yes:
                 slugs = ", ".join(r["slug"] for r in preview["removed"])
                 if not sys.stdin.isatty():
-                    say(f"would remove: {slugs}")
-                    say("error: refusing to remove worktrees without confirmation and no TTY to ask on")
-                    say("hint: rerun with --yes, or --dry-run to only look")
-                    raise typer.Exit(2)
+                    raise usage(f"refusing to remove {slugs} without --yes and no TTY to ask on",
+                                "rerun with --yes, or with --dry-run to only look")
                 if not typer.confirm(f"remove {slugs}?", err=True):
                     raise typer.Exit(1)
             data = worktrees.cleanup(repo, merged=merged, stale_days=stale, dry_run=False)

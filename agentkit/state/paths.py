@@ -85,5 +85,5 @@ def resolve(start: Path | None = None) -> Paths:
     else:  # a bare repository or an unusual layout: keep state beside the git dir
         root = common
     home = os.environ.get("AGENTKIT_HOME")
-    agents = Path(home).resolve() if home else root / ".agents"
+    agents = (root / home).resolve() if home else root / ".agents"  # relative: to the main worktree
     return Paths(root=root, git_common_dir=common, agents=agents)

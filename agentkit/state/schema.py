@@ -75,6 +75,7 @@ def m002_tasks(db) -> None:
             task_id INTEGER NOT NULL,
             agent TEXT NOT NULL,
             kind TEXT NOT NULL,
+            prior_status TEXT,
             fence INTEGER NOT NULL UNIQUE,
             state TEXT NOT NULL,
             lease_expires_at REAL NOT NULL,
