@@ -27,10 +27,17 @@ DEFAULTS: dict[str, Any] = {
     "locks.timeout": 60,
     "tasks.max_attempts": 3,
     "claims.lease": "30m",
+    "jobs.max_concurrency": 10,
+    "jobs.max_queue_depth": 100,
+    "jobs.grace": "10s",
+    "jobs.timeout": "",
+    "jobs.ttl": "7d",
+    "jobs.executor": "local",
 }
 
 MINIMUM = {"capacity.floor": 1, "capacity.step": 1, "redis.databases": 1, "ports.block": 1,
-           "worktrees.stale_days": 0, "locks.timeout": 1, "tasks.max_attempts": 1}
+           "worktrees.stale_days": 0, "locks.timeout": 1, "tasks.max_attempts": 1,
+           "jobs.max_concurrency": 1, "jobs.max_queue_depth": 0}
 
 
 def env_name(key: str) -> str:

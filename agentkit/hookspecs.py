@@ -90,3 +90,24 @@ def task_scores(tasks: list) -> list | None:
     same order, of ``{"score": int, "parts": {name: int}}``. Ties are broken by priority, then id. The
     built-in score is ``(1000 - priority) + 100 * dependents - 10 * skip_count``.
     """
+
+
+@hookspec
+def register_executors(register):
+    """Offer ways to run jobs. Called when a job is dispatched, killed or reaped.
+
+    Call ``register(name, executor)``; the first registration of a name wins, so a plugin can replace a
+    built-in. Config ``jobs.executor`` (or ``spawn --executor``) picks one by name; the built-in is ``local``.
+    An executor is any object with these three methods (``job`` is the job's row as a dict)::
+
+        submit(repo, job: dict) -> None
+            Start the job now: its slot is already taken (state ``running``). Run ``job["command"]`` (a list)
+            in ``job["cwd"]``; record the outcome through ``agentkit.jobs.finish(repo, job_id, ...)``. Raise
+            ``AgentkitError`` (exit 1, naming the address) if the backend cannot be reached: the job is then
+            recorded as failed and nothing stays queued.
+        poll(repo, job: dict) -> dict
+            ``{"alive": bool}``: whether whatever runs the job still exists (`reap` records jobs whose
+            runner died).
+        kill(repo, job: dict, grace: float) -> None
+            Stop the job's whole process tree: TERM, ``grace`` seconds, then KILL.
+    """

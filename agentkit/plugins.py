@@ -15,6 +15,7 @@ DEFAULT_PLUGINS = (
     "agentkit.builtin.ports",
     "agentkit.builtin.provisioners",
     "agentkit.builtin.scoring",
+    "agentkit.builtin.local_executor",
 )
 
 _manager: pluggy.PluginManager | None = None

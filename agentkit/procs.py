@@ -33,3 +33,58 @@ def alive(pid: int | None, started: float | None) -> bool:
         return stat[stat.rindex(b")") + 2:][:1] != b"Z"
     except OSError:
         return True
+
+
+def token_env(token: str) -> str:
+    return f"AGENTKIT_JOB_TOKEN={token}"
+
+
+def with_token(token: str) -> list:
+    """Every live process whose environment carries this job's token: its whole tree, wherever it was
+    re-parented (setsid, double fork, a dead supervisor)."""
+    import psutil
+
+    found = []
+    for proc in psutil.process_iter():
+        try:
+            if proc.environ().get("AGENTKIT_JOB_TOKEN") == token and proc.status() != psutil.STATUS_ZOMBIE:
+                found.append(proc)
+        except (psutil.Error, OSError):
+            continue
+    return found
+
+
+def descendants(pid: int | None = None) -> list:
+    """Live descendants of `pid` (default: this process), which as a subreaper includes adopted orphans."""
+    import psutil
+
+    try:
+        return [p for p in psutil.Process(pid).children(recursive=True) if p.status() != psutil.STATUS_ZOMBIE]
+    except psutil.Error:
+        return []
+
+
+def terminate(processes: list, grace: float) -> dict[int, int | None]:
+    """TERM every process, wait up to `grace` seconds, KILL the survivors. Returns each pid's exit code as
+    far as it is known (negative: the signal that ended it), which matters for our own children, whom the
+    wait reaps.
+
+    psutil checks each process's identity (pid + create time) before signalling, so a pid that was recycled
+    since the list was made is never signalled."""
+    import psutil
+
+    if not processes:
+        return {}
+    for proc in processes:
+        try:
+            proc.terminate()
+        except psutil.Error:
+            pass
+    gone, alive = psutil.wait_procs(processes, timeout=grace)
+    for proc in alive:
+        try:
+            proc.kill()
+        except psutil.Error:
+            pass
+    gone_late, _ = psutil.wait_procs(alive, timeout=5)
+    return {p.pid: None if p.returncode is None else int(p.returncode) for p in gone + gone_late}

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import typer
 
-from agentkit.cli import docs, info, redis, scale, tasks, worktree
+from agentkit.cli import docs, info, jobs, redis, scale, tasks, worktree
 
 app = typer.Typer(name="agentkit", no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
                   help="Run many coding agents in parallel on one repository: isolated worktrees, "
@@ -34,7 +34,10 @@ app.add_typer(tasks.app, name="task")
 app.command("claim")(tasks.claim)
 app.command("heartbeat")(tasks.heartbeat)
 app.command("release")(tasks.release)
-app.command("reap")(tasks.reap)
+app.command("reap")(jobs.reap)
+app.command("spawn")(jobs.spawn)
+app.add_typer(jobs.app, name="jobs")
+app.command("health")(jobs.health)
 app.command("snapshot")(info.snapshot)
 app.command("plugins")(info.plugins)
 app.command("events")(info.events)

@@ -219,14 +219,3 @@ def release(claim_id: str,
         data = claims.release(open_repo(), claim_id, outcome, reason)
     render(data, as_json, lambda d: pairs({**d, "task_status": d["task"]["status"]},
                                           ["claim_id", "task_id", "state", "outcome", "task_status"]))
-
-
-def reap(as_json: bool = JSON_OPT):
-    """Recover what crashed agents left: expired claims go back to the pool. Idempotent."""
-    from agentkit import claims
-
-    with handled(as_json):
-        data = claims.reap(open_repo())
-    for item in data["expired_claims"]:
-        say(f"expired claim {item['claim_id']} of {item['agent']} on task {item['task_id']}")
-    render(data, as_json, lambda d: None)

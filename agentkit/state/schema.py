@@ -85,3 +85,37 @@ def m002_tasks(db) -> None:
         )""")
     db.execute("CREATE INDEX claims_active ON claims(state, lease_expires_at)")
     db.execute("CREATE INDEX claims_task ON claims(task_id, state)")
+
+
+@migrations()
+def m003_jobs(db) -> None:
+    db.execute("""
+        CREATE TABLE jobs (
+            job_id INTEGER PRIMARY KEY AUTOINCREMENT,
+            name TEXT NOT NULL,
+            state TEXT NOT NULL,
+            command TEXT NOT NULL,
+            cwd TEXT,
+            worktree TEXT,
+            worktree_auto INTEGER NOT NULL DEFAULT 0,
+            claim_id TEXT,
+            timeout_s REAL,
+            grace_s REAL NOT NULL,
+            executor TEXT NOT NULL,
+            token TEXT NOT NULL,
+            log_path TEXT NOT NULL,
+            exit_code INTEGER,
+            signal INTEGER,
+            reason TEXT,
+            supervisor_pid INTEGER,
+            supervisor_started REAL,
+            pid INTEGER,
+            pid_started REAL,
+            kill_requested_at REAL,
+            kill_grace_s REAL,
+            submitted_at REAL NOT NULL,
+            dispatched_at REAL,
+            started_at REAL,
+            ended_at REAL
+        )""")
+    db.execute("CREATE INDEX jobs_state ON jobs(state, job_id)")

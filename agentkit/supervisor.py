@@ -1,0 +1,180 @@
+"""The detached supervisor of local jobs: owns the child, enforces the timeout, kills whole trees, records
+the end, and runs the next queued job itself so a freed slot is reused at once.
+
+Started as `python -m agentkit.supervisor ROOT JOB_ID` in a session of its own by the local executor."""
+
+import ctypes
+import os
+import select
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from agentkit import jobs, procs
+from agentkit.errors import AgentkitError
+from agentkit.repo import Repo
+
+PR_SET_CHILD_SUBREAPER = 36
+HEARTBEAT_EVERY_S = 60
+
+
+class Signals:
+    """Signals turned into flags plus a wake-up of the select() in the wait loop (no polling)."""
+
+    def __init__(self):
+        self.rfd, wfd = os.pipe()
+        os.set_blocking(self.rfd, False)
+        os.set_blocking(wfd, False)
+        signal.set_wakeup_fd(wfd)
+        self.got: list[int] = []
+        for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1):
+            signal.signal(sig, self._note)
+
+    def _note(self, signum, frame) -> None:
+        self.got.append(signum)
+
+    def wait(self, timeout: float | None) -> list[int]:
+        if not self.got:
+            select.select([self.rfd], [], [], timeout)
+        try:
+            while os.read(self.rfd, 512):
+                pass
+        except BlockingIOError:
+            pass
+        got, self.got = self.got, []
+        return got
+
+
+def _subreaper() -> None:
+    """Orphans of the job (double forks, setsid daemons) are re-parented to us, so we can find and kill them."""
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+        except (OSError, AttributeError):
+            pass
+
+
+def _reap_zombies(main_pid: int | None) -> int | None:
+    """Collect every exited child; return the main child's exit code if it was among them (negative: the
+    signal that ended it, as subprocess reports it)."""
+    code = None
+    while True:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return code
+        if pid == 0:
+            return code
+        if pid == main_pid:
+            code = os.waitstatus_to_exitcode(status)
+
+
+def _kill_tree(token: str, grace: float) -> dict[int, int | None]:
+    """TERM → grace → KILL for every descendant (adopted orphans included) and everything with the job's
+    token. Returns the exit codes seen, by pid (the main child's among them, as the wait reaps it)."""
+    codes: dict[int, int | None] = {}
+    for _ in range(5):  # a tree can fork while it is being killed: sweep until nothing is left
+        found = {p.pid: p for p in procs.descendants() + procs.with_token(token)}
+        if not found:
+            break
+        codes.update(procs.terminate(list(found.values()), grace))
+        grace = min(grace, 1.0)
+    return codes
+
+
+def run(repo: Repo, job: dict, sig: Signals) -> None:
+    job_id = job["job_id"]
+    me, me_started = os.getpid(), procs.start_time(os.getpid())
+    if job["worktree_auto"]:
+        try:
+            job = jobs.prepare_worktree(repo, job)
+        except AgentkitError as exc:
+            jobs.started(repo, job_id, None, None, me, me_started)
+            jobs.finish(repo, job_id, "failed", reason=f"could not prepare its worktree: {exc.message}")
+            return
+    env = jobs.job_env(repo, job)
+    log = open(job["log_path"], "ab", buffering=0)  # noqa: SIM115 - the child writes to it after we return
+    try:
+        child = subprocess.Popen(job["command"], cwd=job["cwd"], env=env, stdin=subprocess.DEVNULL, stdout=log,
+                                 stderr=subprocess.STDOUT, start_new_session=True)
+    except (FileNotFoundError, PermissionError, NotADirectoryError) as exc:
+        code = 127 if isinstance(exc, FileNotFoundError) else 126
+        what = "command not found" if code == 127 else "command not executable"
+        log.write(f"agentkit: {what}: {job['command'][0]} ({exc.strerror})\n".encode())
+        log.close()
+        jobs.started(repo, job_id, None, None, me, me_started)
+        jobs.finish(repo, job_id, "failed", exit_code=code, reason=f"{what}: {job['command'][0]}")
+        return
+    log.close()
+    jobs.started(repo, job_id, child.pid, procs.start_time(child.pid), me, me_started)
+    if jobs.get(repo, job_id)["kill_requested_at"]:  # `jobs kill` came before we had a pid to signal
+        sig.got.append(signal.SIGUSR1)
+    deadline = time.monotonic() + job["timeout_s"] if job["timeout_s"] else None
+    next_beat = time.monotonic() + HEARTBEAT_EVERY_S
+    ending, reason, code = None, None, None
+    while code is None:
+        now = time.monotonic()
+        timeout = min([t - now for t in (deadline, next_beat) if t is not None] + [3600])
+        got = sig.wait(max(timeout, 0))
+        code = _reap_zombies(child.pid)
+        if code is not None:
+            break
+        if deadline and time.monotonic() >= deadline and ending is None:
+            ending, reason = "timed_out", f"timed out after {job['timeout_s']:g}s"
+        elif signal.SIGUSR1 in got and ending is None and jobs.get(repo, job_id)["kill_requested_at"]:
+            ending, reason = "killed", "killed by `agentkit jobs kill`"
+        elif {signal.SIGTERM, signal.SIGINT, signal.SIGHUP} & set(got) and ending is None:
+            ending, reason = "killed", f"its supervisor got {signal.Signals(got[-1]).name}"
+        if ending is not None:
+            grace = job["grace_s"]
+            if ending == "killed" and signal.SIGUSR1 in got:
+                grace = jobs.get(repo, job_id)["kill_grace_s"] or grace
+            codes = _kill_tree(job["token"], grace)
+            code = _reap_zombies(child.pid)
+            if code is None:  # the kill's own wait reaped it
+                code = codes.get(child.pid)
+            if code is None:
+                code = -signal.SIGKILL
+            break
+        if job["claim_id"] and time.monotonic() >= next_beat:
+            next_beat = time.monotonic() + HEARTBEAT_EVERY_S
+            try:
+                from agentkit import claims
+
+                claims.heartbeat(repo, job["claim_id"])
+            except AgentkitError:
+                pass
+    leftovers = len(_kill_tree(job["token"], min(job["grace_s"], 2.0)))
+    exit_code, signum = (code, None) if code >= 0 else (None, -code)
+    if ending is None:
+        ending = "succeeded" if code == 0 else "failed"
+        reason = None if code == 0 else (f"exited with {code}" if code > 0 else f"killed by signal {signum}")
+    if leftovers:
+        reason = (reason + "; " if reason else "") + f"{leftovers} leftover process(es) killed"
+    jobs.finish(repo, job_id, ending, exit_code=exit_code, signal=signum, reason=reason)
+
+
+def main(argv: list[str]) -> int:
+    root, job_id = argv[0], int(argv[1])
+    _subreaper()
+    sig = Signals()
+    repo = Repo(Path(root))
+    job = jobs.get(repo, job_id)
+    while job is not None:
+        if job["state"] == "running" and job["supervisor_pid"] is None:
+            try:
+                run(repo, job, sig)
+            except Exception as exc:  # noqa: BLE001 - record it on the job rather than lose it in a log
+                _kill_tree(job["token"], 1)
+                jobs.finish(repo, job["job_id"], "failed", reason=f"supervisor error: {exc!r}")
+        if sig.got and set(sig.got) & {signal.SIGTERM, signal.SIGINT, signal.SIGHUP}:
+            break
+        job = jobs.dispatch(repo, inline_local=True)
+    repo.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
