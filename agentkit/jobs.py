@@ -155,7 +155,7 @@ def take_next(repo) -> dict | None:
         conn.execute("UPDATE jobs SET state = 'running', dispatched_at = ? WHERE job_id = ? AND state = 'queued'",
                      (time.time(), row["job_id"]))
         events.record(conn, "job.dispatched", str(row["job_id"]))
-        return _job(row)
+        return _get(conn, row["job_id"])
 
 
 def dispatch(repo, inline_local: bool = False) -> dict | None:
@@ -218,20 +218,14 @@ def started(repo, job_id: int, pid: int | None, pid_started: float | None, super
 
 def finish(repo, job_id: int, state: str, exit_code: int | None = None, signal: int | None = None,
            reason: str | None = None) -> dict:
-    """Record how a job ended (once: a second call finds it finished and changes nothing); then release its
-    claim with the matching outcome and its `auto` worktree unless that has commits to keep."""
+    """Record how a job ended, once (a second call changes nothing). Its claim is released with the matching
+    outcome and its `auto` worktree removed (unless it has commits to keep) first, so whoever sees the job
+    finished also sees those done."""
     from agentkit import claims
 
-    with repo.store.tx() as conn:
-        done = conn.execute("UPDATE jobs SET state = ?, exit_code = ?, signal = ?, reason = ?, ended_at = ? "
-                            "WHERE job_id = ? AND state IN ('queued', 'running')",
-                            (state, exit_code, signal, reason, time.time(), job_id)).rowcount
-        job = _get(conn, job_id)
-        if done:
-            events.record(conn, f"job.{state}", str(job_id), exit_code=exit_code, signal=signal, reason=reason)
-    if not done:
+    job = get(repo, job_id)
+    if job["state"] not in ("queued", "running"):
         return job
-    env_file(repo, job_id).unlink(missing_ok=True)
     if job["claim_id"]:
         try:
             claims.release(repo, job["claim_id"], outcome="pass" if state == "succeeded" else "fail",
@@ -240,6 +234,14 @@ def finish(repo, job_id: int, state: str, exit_code: int | None = None, signal: 
             pass  # the claim expired or was released by hand meanwhile; its fence keeps the task safe
     if job["worktree_auto"] and job["worktree"]:
         release_auto_worktree(repo, job)
+    with repo.store.tx() as conn:
+        done = conn.execute("UPDATE jobs SET state = ?, exit_code = ?, signal = ?, reason = ?, ended_at = ? "
+                            "WHERE job_id = ? AND state IN ('queued', 'running')",
+                            (state, exit_code, signal, reason, time.time(), job_id)).rowcount
+        if done:
+            events.record(conn, f"job.{state}", str(job_id), exit_code=exit_code, signal=signal, reason=reason)
+        job = _get(conn, job_id)
+    env_file(repo, job_id).unlink(missing_ok=True)
     return job
 
 
@@ -270,10 +272,11 @@ def list_jobs(repo, state: str | None = None) -> list[dict]:
     return [view(_job(r)) for r in repo.store.conn.execute(sql, (state,) if state else ())]
 
 
-def wait(repo, job_ids: list[int], any_: bool = False, poll_s: float = 0.05) -> dict:
-    """Block until the jobs finish (or the first of them, with `any_`)."""
+def wait(repo, job_ids: list[int], any_: bool = False, poll_s: float = 0.05, timeout: float | None = None) -> dict:
+    """Block until the jobs finish (or the first of them, with `any_`); give up after `timeout` seconds."""
     for job_id in job_ids:
         get(repo, job_id)
+    deadline = time.monotonic() + timeout if timeout else None
     while True:
         jobs = [get(repo, j) for j in job_ids]
         done = [j for j in jobs if j["state"] in FINISHED]
@@ -283,6 +286,9 @@ def wait(repo, job_ids: list[int], any_: bool = False, poll_s: float = 0.05) -> 
             else:  # all: the first non-zero status, in the order given
                 status = next((exit_status(j) for j in jobs if exit_status(j)), 0)
             return {"schema_version": SCHEMA_VERSION, "jobs": [view(j) for j in jobs], "exit_status": status}
+        if deadline and time.monotonic() > deadline:
+            raise AgentkitError(f"jobs {job_ids} still not finished after {timeout:g}s",
+                                "see `agentkit jobs list`; `agentkit reap` repairs jobs whose supervisor died")
         time.sleep(poll_s)
 
 

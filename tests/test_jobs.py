@@ -1,0 +1,249 @@
+"""Supervised jobs with real processes: limits, FIFO, the valve, timeouts, whole-tree kills, reap, pid reuse."""
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from agentkit import jobs, procs
+from agentkit.errors import AgentkitError, ExitCode
+from agentkit.repo import Repo
+
+TREE = "sleep 1000 & setsid sleep 1000 & (sleep 1000 &); sleep 1000"
+
+
+@pytest.fixture
+def r(repo, monkeypatch):
+    monkeypatch.chdir(repo)
+    handle = Repo(repo)
+    yield handle
+    for row in handle.store.rows("SELECT token FROM jobs"):
+        procs.terminate(procs.with_token(row["token"]), 0.5)
+    for row in handle.store.rows("SELECT supervisor_pid, supervisor_started FROM jobs"):
+        if procs.alive(row["supervisor_pid"], row["supervisor_started"]):
+            os.kill(row["supervisor_pid"], signal.SIGKILL)
+    handle.close()
+
+
+def fresh(r, monkeypatch, **config):
+    for key, value in config.items():
+        monkeypatch.setenv(f"AGENTKIT_JOBS_{key.upper()}", str(value))
+    return Repo(r.root)
+
+
+def wait_for(predicate, timeout=20.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError("timed out waiting")
+
+
+def tree_of(r, job_id) -> list:
+    return procs.with_token(jobs.get(r, job_id)["token"])
+
+
+def test_25_jobs_through_concurrency_5_never_exceed_5_and_start_fifo(r, monkeypatch, tmp_path):
+    r5 = fresh(r, monkeypatch, max_concurrency=5)
+    marks = tmp_path / "marks"
+    script = f'echo "+ $(date +%s.%N)" >> {marks}; sleep 0.3; echo "- $(date +%s.%N)" >> {marks}'
+    ids = [jobs.spawn(r5, ["sh", "-c", script])["job_id"] for _ in range(25)]
+    result = jobs.wait(r5, ids, timeout=60)
+    assert result["exit_status"] == 0 and {j["state"] for j in result["jobs"]} == {"succeeded"}
+    running, peak = 0, 0
+    for line in sorted(marks.read_text().splitlines(), key=lambda ln: (float(ln[2:]), ln[0] == "+")):
+        running += 1 if line[0] == "+" else -1
+        peak = max(peak, running)
+    assert peak == 5, "never more than the limit, and the limit is used"
+    rows = sorted(result["jobs"], key=lambda j: j["dispatched_at"])
+    assert [j["job_id"] for j in rows] == ids, "dispatched in submission order"
+    assert all(j["executor"] == "local" for j in rows)
+
+
+def test_queue_depth_valve_registers_nothing(r, monkeypatch, cli):
+    env = {"AGENTKIT_JOBS_MAX_CONCURRENCY": "1", "AGENTKIT_JOBS_MAX_QUEUE_DEPTH": "2"}
+    for _ in range(3):
+        assert cli("spawn", "--", "sleep", "30", env=env).code == 0
+    res = cli("spawn", "--json", "--", "sleep", "30", env=env)
+    assert res.code == ExitCode.QUEUE_FULL
+    assert "queue full" in res.json["error"]["message"]
+    assert len(jobs.list_jobs(r)) == 3
+    health = cli("health", "--json", env=env).json
+    assert (health["active"], health["queued"], health["busy"], health["capacity"]) == (1, 2, True, 1)
+    assert health["oldest_queued_wait_s"] >= 0
+    killed = cli("jobs", "kill", "1", "2", "3", "--grace", "1", "--json").json["jobs"]
+    assert [j["state"] for j in killed[1:]] == ["killed", "killed"], "queued jobs never start"
+
+
+def test_timeout_covers_execution_not_queue_wait(r, monkeypatch):
+    r1 = fresh(r, monkeypatch, max_concurrency=1)
+    first = jobs.spawn(r1, ["sleep", "1.5"])
+    second = jobs.spawn(r1, ["sleep", "0.5"], timeout="1s")
+    assert second["state"] == "queued"
+    done = {j["job_id"]: j for j in jobs.wait(r1, [first["job_id"], second["job_id"]], timeout=60)["jobs"]}
+    assert done[second["job_id"]]["state"] == "succeeded"
+    assert done[second["job_id"]]["wait_s"] > 1.0, "it waited longer than its timeout, and that did not count"
+
+
+@pytest.mark.parametrize("how", ["timeout", "kill"])
+def test_whole_tree_dies_including_setsid_and_double_forked(r, how):
+    job = jobs.spawn(r, ["sh", "-c", TREE], timeout="1s" if how == "timeout" else None)
+    wait_for(lambda: len(tree_of(r, job["job_id"])) >= 4)
+    if how == "kill":
+        jobs.kill(r, [job["job_id"]], grace="2s")
+    done = jobs.wait(r, [job["job_id"]], timeout=60)
+    assert done["exit_status"] == (124 if how == "timeout" else 128 + signal.SIGTERM)
+    assert done["jobs"][0]["state"] == ("timed_out" if how == "timeout" else "killed")
+    assert tree_of(r, job["job_id"]) == [], "no orphan left behind"
+
+
+def test_leftover_background_processes_are_killed_when_the_job_exits(r):
+    job = jobs.spawn(r, ["sh", "-c", "setsid sleep 1000 & echo started"])
+    done = jobs.wait(r, [job["job_id"]], timeout=60)["jobs"][0]
+    assert done["state"] == "succeeded" and "leftover" in done["reason"]
+    assert tree_of(r, job["job_id"]) == []
+
+
+def test_kill_9_of_a_supervisor_is_recovered_by_reap(r, cli):
+    job = jobs.spawn(r, ["sh", "-c", TREE])
+    wait_for(lambda: len(tree_of(r, job["job_id"])) >= 4)
+    row = jobs.get(r, job["job_id"])
+    os.kill(row["supervisor_pid"], signal.SIGKILL)
+    wait_for(lambda: not procs.alive(row["supervisor_pid"], row["supervisor_started"]))
+    assert jobs.get(r, job["job_id"])["state"] == "running"
+    res = cli("reap", "--json")
+    assert res.code == 0 and res.json["dead_supervisors"] == [job["job_id"]]
+    after = jobs.get(r, job["job_id"])
+    assert after["state"] == "failed" and "supervisor" in after["reason"] and "orphaned" in after["reason"]
+    assert tree_of(r, job["job_id"]) == []
+    assert cli("reap", "--json").json["dead_supervisors"] == [], "idempotent"
+
+
+def test_a_recycled_pid_is_never_signalled(r, cli):
+    bystander = subprocess.Popen(["sleep", "60"])
+    try:
+        job = jobs.spawn(r, ["sleep", "1000"])
+        row = wait_for(lambda: jobs.get(r, job["job_id"])["pid"] and jobs.get(r, job["job_id"]))
+        os.kill(row["supervisor_pid"], signal.SIGKILL)
+        os.kill(row["pid"], signal.SIGKILL)
+        wait_for(lambda: not procs.alive(row["supervisor_pid"], row["supervisor_started"]))
+        # pretend both pids were recycled: the row now names the bystander, with its real pid, as its processes
+        with r.store.tx() as conn:
+            conn.execute("UPDATE jobs SET pid = ?, supervisor_pid = ? WHERE job_id = ?",
+                         (bystander.pid, bystander.pid, job["job_id"]))
+        assert cli("jobs", "kill", str(job["job_id"]), "--grace", "0.5").code == 0
+        assert cli("reap").code == 0
+        assert bystander.poll() is None and psutil.Process(bystander.pid).is_running()
+        assert jobs.get(r, job["job_id"])["state"] in ("failed", "killed")
+    finally:
+        bystander.kill()
+        bystander.wait()
+
+
+def test_exit_codes_signals_and_missing_commands_are_recorded(r, cli):
+    cases = {
+        ("sh", "-c", "exit 3"): ("failed", 3, None, 3),
+        ("sh", "-c", "kill -TERM $$"): ("failed", None, 15, 143),
+        ("no-such-command-xyz",): ("failed", 127, None, 127),
+        ("true",): ("succeeded", 0, None, 0),
+    }
+    for command, (state, code, sig, status) in cases.items():
+        job = jobs.spawn(r, list(command))
+        done = jobs.wait(r, [job["job_id"]], timeout=60)["jobs"][0]
+        assert (done["state"], done["exit_code"], done["signal"], done["exit_status"]) == (state, code, sig, status)
+    missing = jobs.list_jobs(r)[2]
+    assert "command not found" in missing["reason"]
+    res = cli("spawn", "--wait", "--", "sh", "-c", "exit 7")
+    assert res.code == 7
+
+
+def test_logs_are_complete_and_interleaved(r, cli):
+    script = "for i in $(seq 1 500); do echo out $i; echo err $i >&2; done"
+    job = jobs.spawn(r, ["sh", "-c", script])
+    jobs.wait(r, [job["job_id"]], timeout=60)
+    lines = Path(jobs.get(r, job["job_id"])["log_path"]).read_text().splitlines()
+    assert len(lines) == 1000 and lines[:2] == ["out 1", "err 1"]
+    shown = cli("jobs", "logs", str(job["job_id"]))
+    assert shown.code == 0 and shown.out.splitlines() == lines
+    follow = cli("jobs", "logs", str(job["job_id"]), "--follow")
+    assert follow.out.splitlines() == lines
+
+
+def test_exit_status_is_recorded_when_the_spawning_shell_is_gone(repo, cli):
+    res = cli("spawn", "--json", "--", "sh", "-c", "sleep 0.5; exit 4")
+    assert res.code == 0 and res.json["state"] == "running"  # the CLI process has exited by now
+    r = Repo(repo)
+    done = jobs.wait(r, [res.json["job_id"]], timeout=60)
+    assert done["jobs"][0]["state"] == "failed" and done["exit_status"] == 4
+    assert cli("jobs", "wait", str(res.json["job_id"])).code == 4
+    r.close()
+
+
+def test_bad_input(r, cli):
+    assert cli("jobs", "show", "99", "--json").code == ExitCode.NOT_FOUND
+    assert cli("jobs", "wait", "99").code == ExitCode.NOT_FOUND
+    assert cli("jobs", "kill", "99").code == ExitCode.NOT_FOUND
+    res = cli("spawn", "--json")
+    assert res.code == ExitCode.USAGE and "needs a command" in res.json["error"]["message"]
+    assert cli("spawn", "--worktree", "ghost", "--json", "--", "true").code == ExitCode.NOT_FOUND
+    assert cli("spawn", "--timeout", "later", "--json", "--", "true").code == ExitCode.USAGE
+    assert cli("spawn", "--env", "NOEQUALS", "--json", "--", "true").code == ExitCode.USAGE
+    assert cli("spawn", "--executor", "nope", "--json", "--", "true").code == ExitCode.USAGE
+    assert cli("jobs", "list", "--state", "weird", "--json").code == ExitCode.USAGE
+    assert jobs.list_jobs(r) == [], "nothing registered by bad input"
+
+
+def test_worktree_jobs_get_its_env_and_auto_worktrees_are_released(r, cli):
+    wt = cli("worktree", "new", "feat", "--json").json
+    job = jobs.spawn(r, ["sh", "-c", 'echo "$REDIS_URL $AGENTKIT_SLUG $EXTRA"; pwd'], worktree="feat",
+                     env=["EXTRA=yes"])
+    jobs.wait(r, [job["job_id"]], timeout=60)
+    out = Path(jobs.get(r, job["job_id"])["log_path"]).read_text().splitlines()
+    assert out == [f"{wt['redis_url']} feat yes", wt["path"]]
+    auto = jobs.spawn(r, ["sh", "-c", "pwd; echo $AGENTKIT_SLUG"], worktree="auto")
+    jobs.wait(r, [auto["job_id"]], timeout=60)
+    row = jobs.get(r, auto["job_id"])
+    assert row["worktree"] == f"job-{auto['job_id']}" and row["state"] == "succeeded"
+    assert Path(row["log_path"]).read_text().split() == [row["cwd"], row["worktree"]]
+    assert not Path(row["cwd"]).exists(), "released at the end: no commits to keep"
+    keep = jobs.spawn(r, ["sh", "-c", "echo x > f && git add f && git commit -qm work"], worktree="auto")
+    jobs.wait(r, [keep["job_id"]], timeout=60)
+    kept = jobs.get(r, keep["job_id"])
+    assert kept["state"] == "succeeded" and Path(kept["cwd"]).is_dir(), "a worktree with commits is kept"
+
+
+def test_a_job_with_a_claim_reports_its_outcome(r, cli):
+    cli("task", "add", "green")
+    cli("task", "add", "red")
+    for expected in ("passing", "failing"):
+        claim = cli("claim", "--agent", f"agent-{expected}", "--json").json
+        job = jobs.spawn(r, ["sh", "-c", "exit 0" if expected == "passing" else "exit 1"], claim_id=claim["claim_id"])
+        jobs.wait(r, [job["job_id"]], timeout=60)
+        assert cli("task", "show", str(claim["task_id"]), "--json").json["status"] == expected
+    with pytest.raises(AgentkitError) as exc:
+        jobs.spawn(r, ["true"], claim_id="nope")
+    assert exc.value.code == ExitCode.NOT_FOUND
+
+
+def test_prune_forgets_finished_jobs_and_their_logs(r, cli):
+    job = jobs.spawn(r, ["true"])
+    jobs.wait(r, [job["job_id"]], timeout=60)
+    log = Path(jobs.get(r, job["job_id"])["log_path"])
+    assert log.exists()
+    assert cli("jobs", "prune", "--older-than", "1h", "--json").json["pruned"] == []
+    time.sleep(0.05)
+    assert cli("jobs", "prune", "--older-than", "0.01s", "--json").json["pruned"] == [job["job_id"]]
+    assert not log.exists() and jobs.list_jobs(r) == []
+
+
+def test_snapshot_has_a_jobs_section(r, cli):
+    jobs.spawn(r, ["sleep", "30"])
+    snap = cli("snapshot", "--json").json
+    assert snap["jobs"]["active"] == 1 and snap["jobs"]["active_jobs"][0]["command"] == ["sleep", "30"]
+    assert "token" not in snap["jobs"]["active_jobs"][0]
