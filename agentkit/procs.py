@@ -20,13 +20,25 @@ def start_time(pid: int) -> float | None:
         return None
 
 
-def alive(pid: int | None, started: float | None) -> bool:
-    """True if the process that had `pid` when it started at `started` still runs (and is not a zombie)."""
+def alive(pid: int | None, started: float | None, cmdline_has: bytes | None = None) -> bool:
+    """True if the process that had `pid` when it started at `started` still runs (and is not a zombie).
+
+    Start times tick every 10 ms on Linux; `cmdline_has` adds a check of what the process is, for callers
+    about to signal it."""
     if not pid:
         return False
     now = start_time(pid)
     if now is None or started is None or now != started:
         return False
+    if cmdline_has is not None:
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as fh:
+                if cmdline_has not in fh.read():
+                    return False
+        except FileNotFoundError:
+            return False
+        except OSError:
+            pass
     try:
         with open(f"/proc/{pid}/stat", "rb") as fh:
             stat = fh.read()

@@ -127,6 +127,7 @@ def test_kill_9_of_a_supervisor_is_recovered_by_reap(r, cli):
 
 def test_a_recycled_pid_is_never_signalled(r, cli):
     bystander = subprocess.Popen(["sleep", "60"])
+    time.sleep(0.05)  # a recycled pid belongs to a process started after the original one
     try:
         job = jobs.spawn(r, ["sleep", "1000"])
         row = wait_for(lambda: jobs.get(r, job["job_id"])["pid"] and jobs.get(r, job["job_id"]))

@@ -9,6 +9,8 @@ from agentkit import procs
 from agentkit.errors import AgentkitError
 from agentkit.hookspecs import hookimpl
 
+SUPERVISOR = b"agentkit.supervisor"
+
 
 class LocalExecutor:
     def submit(self, repo, job: dict) -> None:
@@ -23,10 +25,10 @@ class LocalExecutor:
             log.close()
 
     def poll(self, repo, job: dict) -> dict:
-        return {"alive": procs.alive(job["supervisor_pid"], job["supervisor_started"])}
+        return {"alive": procs.alive(job["supervisor_pid"], job["supervisor_started"], SUPERVISOR)}
 
     def kill(self, repo, job: dict, grace: float) -> None:
-        if procs.alive(job["supervisor_pid"], job["supervisor_started"]):
+        if procs.alive(job["supervisor_pid"], job["supervisor_started"], SUPERVISOR):
             os.kill(job["supervisor_pid"], signal.SIGUSR1)  # it reads the grace from the job row
             return
         procs.terminate(procs.with_token(job["token"]), grace)
