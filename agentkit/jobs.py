@@ -139,7 +139,7 @@ def spawn(repo, command: list[str], name: str | None = None, cwd: str | None = N
 
     atomic_write(env_file(repo, job_id), json.dumps({"base": dict(os.environ), "overrides": overrides}), mode=0o600)
     prune(repo, None)
-    dispatch(repo)
+    dispatch(repo, raise_errors=True)
     return view(get(repo, job_id))
 
 
@@ -158,9 +158,10 @@ def take_next(repo) -> dict | None:
         return _get(conn, row["job_id"])
 
 
-def dispatch(repo, inline_local: bool = False) -> dict | None:
+def dispatch(repo, inline_local: bool = False, raise_errors: bool = False) -> dict | None:
     """Start queued jobs while slots are free. With `inline_local`, hand back the first local job instead of
-    launching a new supervisor for it: the calling supervisor runs it (a freed slot is reused at once)."""
+    launching a new supervisor for it: the calling supervisor runs it (a freed slot is reused at once).
+    A job whose executor cannot start it is recorded as failed; `raise_errors` also raises that error."""
     while True:
         job = take_next(repo)
         if job is None:
@@ -171,7 +172,7 @@ def dispatch(repo, inline_local: bool = False) -> dict | None:
             _executor(repo, job["executor"]).submit(repo, job)
         except AgentkitError as exc:
             finish(repo, job["job_id"], "failed", reason=f"executor {job['executor']}: {exc.message}")
-            if job["executor"] != "local":
+            if raise_errors:
                 raise
 
 

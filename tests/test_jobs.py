@@ -248,3 +248,22 @@ def test_snapshot_has_a_jobs_section(r, cli):
     snap = cli("snapshot", "--json").json
     assert snap["jobs"]["active"] == 1 and snap["jobs"]["active_jobs"][0]["command"] == ["sleep", "30"]
     assert "token" not in snap["jobs"]["active_jobs"][0]
+
+
+def test_an_executor_that_cannot_reach_its_cluster_fails_spawn(repo, cli, tmp_path):
+    plugin = tmp_path / "plugs" / "remote_exec.py"
+    plugin.parent.mkdir()
+    plugin.write_text(
+        "from agentkit.errors import AgentkitError\nfrom agentkit.hookspecs import hookimpl\n\n"
+        "class Remote:\n"
+        "    def submit(self, repo, job):\n"
+        "        raise AgentkitError('cannot reach the cluster at ray://10.0.0.1:10001', 'start the cluster')\n"
+        "    def poll(self, repo, job):\n        return {'alive': False}\n"
+        "    def kill(self, repo, job, grace):\n        pass\n\n"
+        "@hookimpl\ndef register_executors(register):\n    register('remote', Remote())\n")
+    env = {"PYTHONPATH": str(plugin.parent), "AGENTKIT_PLUGINS": "remote_exec"}
+    res = cli("spawn", "--executor", "remote", "--json", "--", "true", env=env)
+    assert res.code == ExitCode.FAILED and "ray://10.0.0.1:10001" in res.json["error"]["message"]
+    listed = cli("jobs", "list", "--json", env=env).json["jobs"]
+    assert [(j["state"], j["executor"]) for j in listed] == [("failed", "remote")], "nothing stays queued"
+    assert "cannot reach the cluster" in listed[0]["reason"]

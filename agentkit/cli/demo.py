@@ -35,6 +35,80 @@ def _sample_repo(folder: Path) -> Path:
     return root
 
 
+TASKS = """
+- {id: 1, name: db schema, priority: 10}
+- {id: 2, name: cart api, depends_on: [db schema]}
+- {id: 3, name: checkout api, depends_on: [db schema]}
+- {id: 4, name: checkout page, depends_on: [cart api, checkout api]}
+- {id: 5, name: docs, priority: 2000}
+"""
+
+# A stand-in coding agent: it commits a file in its worktree; the checkout api agent fails its tests.
+AGENT = (
+    'echo "agent on $AGENTKIT_SLUG (redis db $REDIS_DB, port $PORT)"; '
+    'case "$AGENTKIT_SLUG" in *checkout-api*) echo "tests failed"; exit 1;; esac; '
+    'echo done > "work-$AGENTKIT_SLUG.txt" && git add . && git commit -qm "agent work" && echo committed'
+)
+
+
+def _tasks_and_jobs(repo) -> None:
+    from agentkit import claims, jobs, tasks, worktrees
+    from agentkit.errors import AgentkitError
+
+    _step("A task graph: dependencies, no cycles, a scored ready set")
+    path = repo.paths.agents / "demo-tasks.yaml"
+    path.write_text(TASKS)
+    tasks.import_file(repo, path)
+    try:
+        tasks.dep_add(repo, 1, 4)
+    except AgentkitError as exc:
+        print(f"  refused: {exc.message}")
+    for t in tasks.ready(repo):
+        print(f"  ready: {t['id']} {t['name']:<12} score {t['score']} {t['score_parts']}")
+
+    _step("Agents claim tasks atomically and run as supervised jobs (2 at a time here)")
+    import os
+
+    os.environ["AGENTKIT_JOBS_MAX_CONCURRENCY"] = "2"
+    repo.config.set("jobs.max_concurrency", 2, "demo")
+    spawned: list[int] = []
+    while True:  # the loop `agentkit run` will automate: claim → worktree → spawn, until nothing can progress
+        while True:
+            try:
+                claim = claims.claim(repo, agent=f"agent-{len(spawned) + 1}", lease="10m")
+            except AgentkitError:
+                break
+            try:
+                wt = worktrees.new(repo, claim["worktree"])
+            except AgentkitError:  # a retry of a failed task reuses its worktree
+                wt = worktrees.up(repo, claim["worktree"])
+            job = jobs.spawn(repo, ["sh", "-c", AGENT], worktree=wt["slug"], claim_id=claim["claim_id"],
+                             timeout="1m")
+            spawned.append(job["job_id"])
+            print(f"  {claim['agent']} claimed task {claim['task_id']} ({claim['task']['name']}), "
+                  f"fence {claim['fence']} → job {job['job_id']} {job['state']} in {wt['slug']}")
+        active = [j for j in spawned if jobs.get(repo, j)["state"] in ("queued", "running")]
+        if not active:
+            break
+        jobs.wait(repo, active, any_=True, timeout=60)
+    for job in jobs.list_jobs(repo):
+        print(f"  job {job['job_id']}: {job['state']:<9} exit {job['exit_status']}  {job['worktree']}")
+    st = tasks.status(repo)
+    print("  tasks: " + ", ".join(f"{k} {v}" for k, v in st["counts"].items() if v))
+    if st.get("diagnosis"):
+        print("  nothing ready, because:\n    " + tasks.describe_stuck(st["diagnosis"]).replace("\n  ", "\n    "))
+
+    _step("A hung agent with background children: the timeout kills its whole tree")
+    job = jobs.spawn(repo, ["sh", "-c", "sleep 1000 & setsid sleep 1000 & sleep 1000"], timeout="1s")
+    done = jobs.wait(repo, [job["job_id"]], timeout=60)["jobs"][0]
+    from agentkit import procs
+
+    print(f"  job {job['job_id']}: {done['state']}, exit status {done['exit_status']}, "
+          f"processes left: {len(procs.with_token(jobs.get(repo, job['job_id'])['token']))}")
+    h = jobs.health(repo)
+    print(f"  health: active {h['active']}, queued {h['queued']}, capacity {h['capacity']}")
+
+
 def run(directory: Path | None, agents: int, keep: bool) -> None:
     from agentkit import capacity, redis, worktrees
     from agentkit.repo import Repo
@@ -93,7 +167,10 @@ def run(directory: Path | None, agents: int, keep: bool) -> None:
                 kinds[event["kind"]] = kinds.get(event["kind"], 0) + 1
             print("  event log: " + ", ".join(f"{k}×{n}" for k, n in sorted(kinds.items())))
 
-            _step("Next: `agentkit worktree new feat-x --json`, `agentkit scale status`, `agentkit snapshot --json`")
+            _tasks_and_jobs(repo)
+
+            _step("Next: `agentkit worktree new feat-x --json`, `agentkit claim --agent me`, "
+                  "`agentkit spawn --worktree auto -- your-agent`, `agentkit snapshot --json`")
             if not keep:
                 redis.stop(repo)
         finally:
