@@ -2,6 +2,8 @@
 
 from enum import IntEnum
 
+from agentkit.state import StateError
+
 
 class ExitCode(IntEnum):
     """Stable exit codes: scripts branch on these (documented in docs/exit-codes.md)."""
@@ -37,3 +39,7 @@ def not_found(message: str, hint: str | None = None) -> AgentkitError:
 
 def conflict(message: str, hint: str | None = None) -> AgentkitError:
     return AgentkitError(message, hint, ExitCode.CONFLICT)
+
+
+# Everything a command reports as "error: … / hint: …" with its exit code: core's errors and the state layer's.
+FAILURES = (AgentkitError, StateError)

@@ -125,7 +125,7 @@ class Result:
 
 def ak(*args: str, cwd: Path, env: dict | None = None, timeout: float = 120) -> Result:
     """Run the real CLI in a subprocess, as a script would."""
-    done = subprocess.run([sys.executable, "-m", "agentkit", *args], cwd=cwd, capture_output=True, text=True,
+    done = subprocess.run([sys.executable, "-m", "agentkit.cli", *args], cwd=cwd, capture_output=True, text=True,
                           env={**os.environ, **(env or {})}, timeout=timeout, stdin=subprocess.DEVNULL)
     return Result(done.returncode, done.stdout, done.stderr)
 

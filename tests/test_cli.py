@@ -15,7 +15,7 @@ HEAVY = ("redis", "rich", "sqlite_utils", "psutil", "yaml", "portalocker")
 
 def imported_modules(repo: Path, *args: str) -> set[str]:
     code = ("import sys, runpy; sys.argv = ['agentkit', *sys.argv[1:]]\n"
-            "try:\n    runpy.run_module('agentkit', run_name='__main__')\n"
+            "try:\n    runpy.run_module('agentkit.cli', run_name='__main__')\n"
             "except SystemExit:\n    pass\n"
             "print('\\n'.join(sys.modules), file=sys.stderr)")
     done = subprocess.run([sys.executable, "-c", code, *args], cwd=repo, capture_output=True, text=True)
@@ -55,10 +55,10 @@ def test_json_error_object_and_stderr_message(repo, cli):
 def test_usage_errors_exit_2_and_minus_c(repo, tmp_path, cli):
     assert cli("worktree", "new").code == ExitCode.USAGE
     assert cli("scale", "--provision", "--target", "x").code == ExitCode.USAGE
-    res = subprocess.run([sys.executable, "-m", "agentkit", "-C", str(repo), "worktree", "list", "--json"],
+    res = subprocess.run([sys.executable, "-m", "agentkit.cli", "-C", str(repo), "worktree", "list", "--json"],
                          cwd=tmp_path, capture_output=True, text=True)
     assert res.returncode == 0 and '"worktrees": []' in res.stdout
-    res = subprocess.run([sys.executable, "-m", "agentkit", "-C", str(tmp_path / "nope"), "snapshot"],
+    res = subprocess.run([sys.executable, "-m", "agentkit.cli", "-C", str(tmp_path / "nope"), "snapshot"],
                          capture_output=True, text=True)
     assert res.returncode == ExitCode.USAGE and "cannot change to" in res.stderr
 

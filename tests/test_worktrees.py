@@ -135,7 +135,7 @@ def test_external_redis_by_url(repo, cli, external_redis):
 
 def test_thirty_concurrent_new_processes_get_distinct_slots(repo):
     assert ak("redis", "start", cwd=repo).code == 0
-    procs = [subprocess.Popen([sys.executable, "-m", "agentkit", "worktree", "new", f"c{i:02d}", "--json"],
+    procs = [subprocess.Popen([sys.executable, "-m", "agentkit.cli", "worktree", "new", f"c{i:02d}", "--json"],
                               cwd=repo, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for i in range(30)]
     results = [(p.wait(120), p.stdout.read(), p.stderr.read()) for p in procs]
@@ -151,7 +151,7 @@ def test_thirty_concurrent_new_processes_get_distinct_slots(repo):
 @pytest.mark.parametrize("point", ["worktree-new:allocated", "worktree-new:added"])
 def test_kill_9_mid_new_is_repaired_by_up(repo, cli, point):
     assert cli("redis", "start").code == 0
-    proc = subprocess.Popen([sys.executable, "-m", "agentkit", "worktree", "new", "k"], cwd=repo,
+    proc = subprocess.Popen([sys.executable, "-m", "agentkit.cli", "worktree", "new", "k"], cwd=repo,
                             env={**os.environ, "AGENTKIT_FAILPOINT": point},
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wt_path = repo.parent / "app-worktrees" / "k"
@@ -177,7 +177,7 @@ def test_kill_9_mid_new_is_repaired_by_up(repo, cli, point):
 
 def test_kill_9_mid_new_is_cleared_by_cleanup(repo, cli):
     assert cli("redis", "start").code == 0
-    proc = subprocess.Popen([sys.executable, "-m", "agentkit", "worktree", "new", "k"], cwd=repo,
+    proc = subprocess.Popen([sys.executable, "-m", "agentkit.cli", "worktree", "new", "k"], cwd=repo,
                             env={**os.environ, "AGENTKIT_FAILPOINT": "worktree-new:added"},
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wt_path = repo.parent / "app-worktrees" / "k"

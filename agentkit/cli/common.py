@@ -7,8 +7,7 @@ from contextlib import contextmanager
 
 import typer
 
-from agentkit.errors import AgentkitError, ExitCode
-from agentkit.state import StateError
+from agentkit.errors import FAILURES, ExitCode
 
 
 def say(message: str) -> None:
@@ -55,7 +54,7 @@ def handled(as_json: bool) -> Iterator[None]:
     """Turn a core failure into its message on stderr, a JSON error on stdout (with --json) and its exit code."""
     try:
         yield
-    except (AgentkitError, StateError) as exc:
+    except FAILURES as exc:
         code = int(exc.code)
         if as_json:
             emit_json({"error": {"code": code, "name": ExitCode(code).name.lower(), "message": exc.message,
