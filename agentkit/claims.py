@@ -51,23 +51,27 @@ def expire_leases(repo, conn, now: float | None = None) -> list[dict]:
 @contextmanager
 def _step(repo) -> Iterator[sqlite3.Connection]:
     """One claim-side transaction. Expired leases are recovered first and stay recovered even when the step
-    then refuses (exit 4/6/7): the refusal rolls back to a savepoint taken after the recovery."""
+    then refuses (exit 4/6/7): the refusal rolls back to a savepoint taken after the recovery. Claim steps
+    queue on a kernel lock first, so many agents claiming at once are served in turn."""
+    from agentkit.state.locks import queued_lock
+
     conn = repo.store.conn
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        expire_leases(repo, conn)
-        conn.execute("SAVEPOINT step")
+    with queued_lock(repo.paths.agents, "claims", repo.config["locks.timeout"]):
+        conn.execute("BEGIN IMMEDIATE")
         try:
-            yield conn
-        except AgentkitError:
-            conn.execute("ROLLBACK TO step")
+            expire_leases(repo, conn)
+            conn.execute("SAVEPOINT step")
+            try:
+                yield conn
+            except AgentkitError:
+                conn.execute("ROLLBACK TO step")
+                conn.execute("COMMIT")
+                raise
             conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
             raise
-        conn.execute("COMMIT")
-    except BaseException:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        raise
 
 
 def _new_claim(conn, task_id: int, agent: str, kind: str, lease_s: float, prior_status: str | None = None) -> dict:

@@ -5,6 +5,7 @@ import os
 import secrets
 import time
 from pathlib import Path
+from signal import SIGTERM
 
 from agentkit import durations, events, procs
 from agentkit.errors import AgentkitError, ExitCode, not_found, usage
@@ -12,7 +13,6 @@ from agentkit.errors import AgentkitError, ExitCode, not_found, usage
 SCHEMA_VERSION = 1
 STATES = ("queued", "running", "succeeded", "failed", "timed_out", "killed")
 FINISHED = ("succeeded", "failed", "timed_out", "killed")
-DISPATCH_GRACE_S = 30  # a running job whose supervisor has not checked in by then never started
 
 
 def jobs_dir(repo) -> Path:
@@ -70,7 +70,7 @@ def exit_status(job: dict) -> int | None:
 
 
 def view(job: dict) -> dict:
-    out = {k: v for k, v in job.items() if k not in ("token",)}
+    out = {"schema_version": SCHEMA_VERSION, **{k: v for k, v in job.items() if k not in ("token",)}}
     out["exit_status"] = exit_status(job)
     out["wait_s"] = ((job["started_at"] or time.time()) - job["submitted_at"]) if job["state"] != "queued" \
         else time.time() - job["submitted_at"]
@@ -139,7 +139,7 @@ def spawn(repo, command: list[str], name: str | None = None, cwd: str | None = N
 
     atomic_write(env_file(repo, job_id), json.dumps({"base": dict(os.environ), "overrides": overrides}), mode=0o600)
     prune(repo, None)
-    dispatch(repo, raise_errors=True)
+    dispatch(repo, raise_for=job_id)
     return view(get(repo, job_id))
 
 
@@ -158,13 +158,17 @@ def take_next(repo) -> dict | None:
         return _get(conn, row["job_id"])
 
 
-def dispatch(repo, inline_local: bool = False, raise_errors: bool = False) -> dict | None:
+def dispatch(repo, inline_local: bool = False, raise_for: int | None = None) -> dict | None:
     """Start queued jobs while slots are free. With `inline_local`, hand back the first local job instead of
     launching a new supervisor for it: the calling supervisor runs it (a freed slot is reused at once).
-    A job whose executor cannot start it is recorded as failed; `raise_errors` also raises that error."""
+    A job whose executor cannot start it is recorded as failed; for job `raise_for` the error is raised too,
+    after the other queued jobs had their turn."""
+    error = None
     while True:
         job = take_next(repo)
         if job is None:
+            if error is not None:
+                raise error
             return None
         if inline_local and job["executor"] == "local":
             return job
@@ -172,8 +176,8 @@ def dispatch(repo, inline_local: bool = False, raise_errors: bool = False) -> di
             _executor(repo, job["executor"]).submit(repo, job)
         except AgentkitError as exc:
             finish(repo, job["job_id"], "failed", reason=f"executor {job['executor']}: {exc.message}")
-            if raise_errors:
-                raise
+            if job["job_id"] == raise_for:
+                error = exc
 
 
 # ---- running (called by the executor) ---------------------------------------------------------------------
@@ -302,14 +306,12 @@ def kill(repo, job_ids: list[int], grace: str | None = None) -> dict:
     for job_id in job_ids:
         with repo.store.tx() as conn:
             job = _get(conn, job_id)
-            if job["state"] == "queued":
-                conn.execute("UPDATE jobs SET state = 'killed', reason = 'killed while queued', ended_at = ? "
-                             "WHERE job_id = ?", (time.time(), job_id))
-                events.record(conn, "job.killed", str(job_id), reason="killed while queued")
-            elif job["state"] == "running":
+            if job["state"] == "running":
                 conn.execute("UPDATE jobs SET kill_requested_at = ?, kill_grace_s = ? WHERE job_id = ?",
                              (time.time(), grace_s if grace_s is not None else job["grace_s"], job_id))
-        if job["state"] == "running":
+        if job["state"] == "queued":  # it never starts; its claim and saved environment are released now
+            finish(repo, job_id, "killed", signal=int(SIGTERM), reason="killed while queued")
+        elif job["state"] == "running":
             job = _get(repo.store.conn, job_id)
             _executor(repo, job["executor"]).kill(repo, job, job["kill_grace_s"])
         out.append(view(get(repo, job_id)))
@@ -353,20 +355,20 @@ def reap(repo) -> dict:
     dead, overdue, worktrees_released = [], [], []
     for job in [_job(r) for r in repo.store.conn.execute("SELECT * FROM jobs WHERE state = 'running'")]:
         runner = found.get(job["executor"])
-        if job["supervisor_pid"] is None:
-            if job["dispatched_at"] and now - job["dispatched_at"] > DISPATCH_GRACE_S:
-                finish(repo, job["job_id"], "failed", reason="its supervisor never started")
-                dead.append(job["job_id"])
-            continue
-        if runner is not None and not runner.poll(repo, job)["alive"]:
+        if runner is None:
+            continue  # its plugin is not loaded here: leave the job to a process that has it
+        if not runner.poll(repo, job)["alive"]:
             left = procs.with_token(job["token"])
             procs.terminate(left, 2)
-            finish(repo, job["job_id"], "failed", reason=f"supervisor (pid {job['supervisor_pid']}) died; "
-                   f"{len(left)} orphaned process(es) killed")
+            what = (f"its runner (pid {job['supervisor_pid']}) died" if job["supervisor_pid"]
+                    else "its runner never started")
+            finish(repo, job["job_id"], "failed", reason=f"{what}; {len(left)} orphaned process(es) killed")
             dead.append(job["job_id"])
-        elif job["timeout_s"] and job["started_at"] and \
-                now - job["started_at"] > job["timeout_s"] + job["grace_s"] + 5 and runner is not None:
-            runner.kill(repo, job, job["grace_s"])
+        elif job["timeout_s"] and job["started_at"] and now - job["started_at"] > job["timeout_s"] + job["grace_s"] + 5:
+            with repo.store.tx() as conn:
+                conn.execute("UPDATE jobs SET kill_requested_at = ?, kill_grace_s = ? WHERE job_id = ?",
+                             (now, job["grace_s"], job["job_id"]))
+            runner.kill(repo, _get(repo.store.conn, job["job_id"]), job["grace_s"])
             overdue.append(job["job_id"])
     for job in [_job(r) for r in repo.store.conn.execute(
             "SELECT j.* FROM jobs j JOIN worktrees w ON w.slug = j.worktree "

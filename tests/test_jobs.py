@@ -120,7 +120,7 @@ def test_kill_9_of_a_supervisor_is_recovered_by_reap(r, cli):
     res = cli("reap", "--json")
     assert res.code == 0 and res.json["dead_supervisors"] == [job["job_id"]]
     after = jobs.get(r, job["job_id"])
-    assert after["state"] == "failed" and "supervisor" in after["reason"] and "orphaned" in after["reason"]
+    assert after["state"] == "failed" and "runner (pid" in after["reason"] and "orphaned" in after["reason"]
     assert tree_of(r, job["job_id"]) == []
     assert cli("reap", "--json").json["dead_supervisors"] == [], "idempotent"
 
@@ -267,3 +267,28 @@ def test_an_executor_that_cannot_reach_its_cluster_fails_spawn(repo, cli, tmp_pa
     listed = cli("jobs", "list", "--json", env=env).json["jobs"]
     assert [(j["state"], j["executor"]) for j in listed] == [("failed", "remote")], "nothing stays queued"
     assert "cannot reach the cluster" in listed[0]["reason"]
+
+
+def test_killing_a_queued_job_releases_its_claim_and_environment(r, monkeypatch, cli):
+    r1 = fresh(r, monkeypatch, max_concurrency=1)
+    cli("task", "add", "a")
+    claim = cli("claim", "--agent", "x", "--json").json
+    blocker = jobs.spawn(r1, ["sleep", "30"])
+    queued = jobs.spawn(r1, ["true"], claim_id=claim["claim_id"])
+    assert queued["state"] == "queued" and jobs.env_file(r1, queued["job_id"]).exists()
+    done = jobs.kill(r1, [queued["job_id"]])["jobs"][0]
+    assert (done["state"], done["exit_status"], done["reason"]) == ("killed", 143, "killed while queued")
+    assert not jobs.env_file(r1, queued["job_id"]).exists(), "the saved environment (secrets too) is gone"
+    assert cli("task", "show", "1", "--json").json["status"] == "failing", "its claim was released as failed"
+    jobs.kill(r1, [blocker["job_id"]], grace="1s")
+
+
+def test_reap_enforces_a_timeout_the_supervisor_missed(r, cli):
+    job = jobs.spawn(r, ["sleep", "1000"], timeout="1h")
+    wait_for(lambda: jobs.get(r, job["job_id"])["pid"])
+    with r.store.tx() as conn:  # as if the supervisor had slept through its deadline
+        conn.execute("UPDATE jobs SET started_at = started_at - 7200 WHERE job_id = ?", (job["job_id"],))
+    res = cli("reap", "--json")
+    assert res.json["timed_out"] == [job["job_id"]]
+    done = jobs.wait(r, [job["job_id"]], timeout=60)["jobs"][0]
+    assert done["state"] == "killed" and tree_of(r, job["job_id"]) == []

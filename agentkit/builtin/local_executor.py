@@ -4,12 +4,14 @@ import os
 import signal
 import subprocess
 import sys
+import time
 
 from agentkit import procs
 from agentkit.errors import AgentkitError
 from agentkit.hookspecs import hookimpl
 
 SUPERVISOR = b"agentkit.supervisor"
+STARTUP_GRACE_S = 30  # a supervisor that has not checked in by then never will
 
 
 class LocalExecutor:
@@ -25,6 +27,8 @@ class LocalExecutor:
             log.close()
 
     def poll(self, repo, job: dict) -> dict:
+        if job["supervisor_pid"] is None:  # dispatched; its supervisor is still starting, or never did
+            return {"alive": time.time() - (job["dispatched_at"] or 0) < STARTUP_GRACE_S}
         return {"alive": procs.alive(job["supervisor_pid"], job["supervisor_started"], SUPERVISOR)}
 
     def kill(self, repo, job: dict, grace: float) -> None:

@@ -20,6 +20,9 @@ def snapshot(as_json: bool = JSON_OPT):
         cap = d["capacity"]
         print(f"band  {cap['used']}/{cap['current']} slots used (floor {cap['floor']}, step {cap['step']}, "
               f"physical {cap['physical_max']})")
+        t, j = d["tasks"], d["jobs"]
+        print("tasks " + ", ".join(f"{k} {v}" for k, v in t["counts"].items() if v) + f"; ready {t['ready']}")
+        print(f"jobs  {j['active']}/{j['capacity']} running, {j['queued']} queued")
         table(d["worktrees"], ["slug", "status", "branch", "redis_db", "path"])
 
     render(data, as_json, human)

@@ -149,7 +149,7 @@ def reap(as_json: bool = JSON_OPT):
     for item in data["expired_claims"]:
         say(f"expired claim {item['claim_id']} of {item['agent']} on task {item['task_id']}")
     for job_id in data["dead_supervisors"]:
-        say(f"job {job_id}: its supervisor died; recorded as failed")
+        say(f"job {job_id}: its runner died or never started; recorded as failed")
     for job_id in data["timed_out"]:
         say(f"job {job_id}: past its timeout; killed")
     render(data, as_json, lambda d: None)

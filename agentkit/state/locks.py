@@ -40,3 +40,54 @@ def named_lock(agents_dir: Path, name: str, timeout: float = 60.0) -> Iterator[N
         yield
     finally:
         lock.release()
+
+
+class _Expired(Exception):
+    pass
+
+
+def _expire(signum, frame):
+    raise _Expired
+
+
+@contextmanager
+def queued_lock(agents_dir: Path, name: str, timeout: float = 60.0) -> Iterator[None]:
+    """An exclusive lock whose waiters sleep in the kernel (flock) and wake when it is released.
+
+    SQLite's own busy handler retries with sleeps of up to 100 ms, so under contention the process that just
+    committed tends to win again and others starve for seconds; queueing here first keeps waits short and fair.
+    Raises StateError (exit 5) after `timeout` seconds."""
+    import fcntl
+    import signal
+    import threading
+
+    locks = agents_dir / "locks"
+    locks.mkdir(parents=True, exist_ok=True)
+    fd = os.open(locks / f"{name}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        if threading.current_thread() is threading.main_thread():
+            previous = signal.signal(signal.SIGALRM, _expire)
+            signal.setitimer(signal.ITIMER_REAL, timeout)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            except _Expired:
+                raise StateError(f"timed out after {timeout:g}s waiting for lock {locks / name}.lock",
+                                 "another agentkit command holds it; retry, or check for a hung process",
+                                 LOCK_TIMEOUT_EXIT) from None
+            finally:
+                signal.setitimer(signal.ITIMER_REAL, 0)
+                signal.signal(signal.SIGALRM, previous)
+        else:  # signals only reach the main thread: poll instead
+            deadline = time.monotonic() + timeout
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() > deadline:
+                        raise StateError(f"timed out after {timeout:g}s waiting for lock {locks / name}.lock",
+                                         None, LOCK_TIMEOUT_EXIT) from None
+                    time.sleep(0.001)
+        yield
+    finally:
+        os.close(fd)  # closing the descriptor releases the flock
