@@ -42,29 +42,21 @@ reported, not graded: they show what agentkit's claim costs over the minimal SQL
 
 import argparse
 import json
-import math
 import multiprocessing as mp
 import os
-import shutil
 import sqlite3
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from collections import Counter
 from pathlib import Path
 
+from _common import add_keep_arg, drop_agentkit_env, empty_repo, pct, temp_dir
+
 MAX_CONSECUTIVE_ERRORS = 20
 
 # The defaults are measured: no AGENTKIT_* override (e.g. AGENTKIT_HOME) reaches this process or the workers.
-for _key in [k for k in os.environ if k.startswith("AGENTKIT_")]:
-    del os.environ[_key]
-
-
-def git_env() -> dict:
-    return {**os.environ, "GIT_AUTHOR_NAME": "bench", "GIT_AUTHOR_EMAIL": "bench@example.com",
-            "GIT_COMMITTER_NAME": "bench", "GIT_COMMITTER_EMAIL": "bench@example.com"}
+drop_agentkit_env()
 
 
 def make_repo(path: Path, n_tasks: int) -> float:
@@ -72,9 +64,7 @@ def make_repo(path: Path, n_tasks: int) -> float:
     from agentkit import tasks
     from agentkit.repo import Repo
 
-    path.mkdir(parents=True)
-    for cmd in (["git", "init", "-q"], ["git", "commit", "-q", "--allow-empty", "-m", "init"]):
-        subprocess.run(cmd, cwd=path, env=git_env(), check=True, capture_output=True)
+    empty_repo(path)
     tasks_file = path.parent / f"{path.name}-tasks.json"
     tasks_file.write_text(json.dumps({"tasks": [{"name": f"bench task {i}", "priority": 1000 + i % 7}
                                                 for i in range(n_tasks)]}))
@@ -138,11 +128,6 @@ def worker(index: int, repo_path: str, barrier, results) -> None:
     results.put({"index": index, "start": start, "end": end, "latencies": latencies, "ids": ids,
                  "errors": dict(errors), "retries": retries, "existing": existing,
                  "release_errors": release_errors, "final_wait": final_wait})
-
-
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[max(0, math.ceil(q * len(ordered)) - 1)] if ordered else float("nan")  # nearest rank
 
 
 def run_agentkit(tmp: Path, n_procs: int, n_tasks: int, method: str) -> dict:
@@ -220,15 +205,14 @@ def main() -> int:
     parser.add_argument("--procs", default="1,4,16", help="comma-separated process counts (default 1,4,16)")
     parser.add_argument("--bare-rounds", type=int, default=5, help="runs of the bare sqlite3 loop (default 5)")
     parser.add_argument("--start-method", default="spawn", choices=["spawn", "fork", "forkserver"])
-    parser.add_argument("--keep", action="store_true", help="keep the temp dir")
+    add_keep_arg(parser)
     args = parser.parse_args()
     procs = [int(x) for x in args.procs.split(",") if x.strip()]
     if args.tasks < 1 or not procs or min(procs) < 1:
         parser.error("--tasks and every --procs value must be at least 1")
 
-    tmp = Path(tempfile.mkdtemp(prefix="agentkit-bench-claims-"))
     rows, bare = [], []
-    try:
+    with temp_dir("agentkit-bench-claims-", args.keep) as tmp:
         for n in procs:
             t0 = time.perf_counter()
             r = run_agentkit(tmp, n, args.tasks, args.start_method)
@@ -239,11 +223,6 @@ def main() -> int:
         for i in range(args.bare_rounds):
             bare.append(run_bare(tmp, args.tasks, i))
             print(f"  bare round {i + 1}: {args.tasks} claims in {bare[-1]['wall'] * 1000:.0f} ms", flush=True)
-    finally:
-        if args.keep:
-            print(f"kept {tmp}")
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
 
     print()
     print(f"claims: {args.tasks} independent ready tasks drained per N, claim + release(pass) loop, "

@@ -29,30 +29,20 @@ import argparse
 import cProfile
 import io
 import json
-import math
-import os
 import pstats
 import random
-import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
+from _common import AGENTKIT, add_keep_arg, child_env, drop_agentkit_env, empty_repo, require_agentkit, temp_dir
+
 GOAL_S = 0.3
-AGENTKIT = Path(sys.executable).parent / "agentkit"
 
 # The defaults are measured: no AGENTKIT_* override (e.g. AGENTKIT_HOME) reaches this process or the CLI.
-for _key in [k for k in os.environ if k.startswith("AGENTKIT_")]:
-    del os.environ[_key]
-
-
-def git_env() -> dict:
-    return {**os.environ, "GIT_AUTHOR_NAME": "bench", "GIT_AUTHOR_EMAIL": "bench@example.com",
-            "GIT_COMMITTER_NAME": "bench", "GIT_COMMITTER_EMAIL": "bench@example.com",
-            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+drop_agentkit_env()
 
 
 def random_dag(n_tasks: int, n_edges: int, rng: random.Random) -> set[tuple[int, int]]:
@@ -70,9 +60,7 @@ def random_dag(n_tasks: int, n_edges: int, rng: random.Random) -> set[tuple[int,
 def build(path: Path, n_tasks: int, n_edges: int, passing_frac: float, seed: int) -> dict:
     from agentkit.repo import Repo
 
-    path.mkdir(parents=True)
-    for cmd in (["git", "init", "-q"], ["git", "commit", "-q", "--allow-empty", "-m", "init"]):
-        subprocess.run(cmd, cwd=path, env=git_env(), check=True, capture_output=True)
+    empty_repo(path)
     rng = random.Random(seed)
     edges = random_dag(n_tasks, n_edges, rng)
     n_passing = round(n_tasks * passing_frac)
@@ -129,11 +117,6 @@ def phases(repo) -> list[tuple[str, float]]:
     return out
 
 
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[max(0, math.ceil(q * len(ordered)) - 1)]  # nearest rank
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", type=int, default=10_000, help="tasks in the graph (default 10000)")
@@ -143,19 +126,18 @@ def main() -> int:
     parser.add_argument("--cli-rounds", type=int, default=3, help="timed CLI rounds (default 3)")
     parser.add_argument("--seed", type=int, default=1234, help="random seed (default 1234)")
     parser.add_argument("--profile", action="store_true", help="run cProfile even when the goal is met")
-    parser.add_argument("--keep", action="store_true", help="keep the temp dir")
+    add_keep_arg(parser)
     args = parser.parse_args()
     if args.rounds < 1 or args.cli_rounds < 0 or args.tasks < 2 or not 0 <= args.passing <= 1:
         parser.error("need --rounds >= 1, --cli-rounds >= 0, --tasks >= 2, 0 <= --passing <= 1")
-    if args.cli_rounds and not AGENTKIT.is_file():
-        raise SystemExit(f"no agentkit console script at {AGENTKIT}; run with the venv's python or --cli-rounds 0")
+    if args.cli_rounds:
+        require_agentkit("run with the venv's python or --cli-rounds 0")
 
     from agentkit import tasks
     from agentkit.repo import Repo
 
-    tmp = Path(tempfile.mkdtemp(prefix="agentkit-bench-ready-"))
-    path = tmp / "repo"
-    try:
+    with temp_dir("agentkit-bench-ready-", args.keep) as tmp:
+        path = tmp / "repo"
         t0 = time.perf_counter()
         info = build(path, args.tasks, args.edges, args.passing, args.seed)
         print(f"graph: {args.tasks} tasks, {info['edges']} edges (seed {args.seed}), statuses {info['counts']}, "
@@ -181,7 +163,7 @@ def main() -> int:
         for i in range(args.cli_rounds):
             t0 = time.perf_counter()
             done = subprocess.run([str(AGENTKIT), "task", "ready", "--json"], cwd=path, capture_output=True,
-                                  env=git_env())
+                                  env=child_env())
             cli.append(time.perf_counter() - t0)
             if done.returncode != 0:
                 raise SystemExit(f"agentkit task ready --json failed ({done.returncode}):\n"
@@ -193,7 +175,7 @@ def main() -> int:
             print(f"  CLI round {i + 1}: {cli[-1] * 1000:7.1f} ms", flush=True)
 
         t0 = time.perf_counter()
-        done = subprocess.run([str(AGENTKIT), "--help"], cwd=path, capture_output=True, env=git_env()) \
+        done = subprocess.run([str(AGENTKIT), "--help"], cwd=path, capture_output=True, env=child_env()) \
             if args.cli_rounds else None
         help_s = time.perf_counter() - t0 if done is not None and done.returncode == 0 else None
 
@@ -211,11 +193,6 @@ def main() -> int:
             stats.sort_stats("cumulative").print_stats(12)
             profile_text = buf.getvalue()
         repo.close()
-    finally:
-        if args.keep:
-            print(f"kept {tmp}")
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
 
     print()
     print(f"task ready on {args.tasks} tasks / {args.edges} edges, {args.passing:.0%} passing, ready set {n_ready}")
