@@ -188,7 +188,8 @@ def scale_in(repo) -> dict:
         lower = grid_below(band.current, band.floor, band.step)
         busy = [band.used[db] for db in band.dbs[lower: band.current] if db in band.used]
         if busy:
-            raise conflict(f"the top step (slots {lower}-{band.current - 1}) is in use by {', '.join(busy)}",
+            top = band.dbs[lower: band.current]
+            raise conflict(f"the top step (redis dbs {top[0]}-{top[-1]}) is in use by {', '.join(busy)}",
                            "remove those worktrees first (`agentkit worktree remove SLUG`)")
         change = {"from": band.current, "to": lower, "reason": "scale in"}
         band.current = lower

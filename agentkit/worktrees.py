@@ -264,13 +264,14 @@ def list_all(repo) -> list[dict]:
     rows = repo.store.rows("SELECT * FROM worktrees ORDER BY created_at, slug")
     known = git.worktrees(repo.root)
     by_path = {str(Path(w["path"]).resolve()): w for w in known}
-    merged = set(git.out(["for-each-ref", "--merged", "HEAD", "--format=%(refname:short)", "refs/heads"],
-                         repo.root).splitlines())
-    ages = {}
-    for line in git.out(["for-each-ref", "--format=%(refname:short) %(committerdate:unix)", "refs/heads"],
-                        repo.root).splitlines():
-        name, _, ts = line.rpartition(" ")
-        ages[name] = float(ts or 0)
+    merged, ages = set(), {}
+    if rows:  # branch facts matter only for worktrees agentkit manages
+        merged = set(git.out(["for-each-ref", "--merged", "HEAD", "--format=%(refname:short)", "refs/heads"],
+                             repo.root).splitlines())
+        for line in git.out(["for-each-ref", "--format=%(refname:short) %(committerdate:unix)", "refs/heads"],
+                            repo.root).splitlines():
+            name, _, ts = line.rpartition(" ")
+            ages[name] = float(ts or 0)
     stale_after = repo.config["worktrees.stale_days"] * 86400
     base_url = redis.url(repo)
     out = []

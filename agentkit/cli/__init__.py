@@ -66,7 +66,20 @@ for command in worktree.app.registered_commands:
 worktree_app.add_typer(scale.app, name="scale")
 
 
+def _builtin_command(argv: list[str]) -> bool:
+    """Is the command a built-in one? Then plugins' commands need not be loaded to parse it."""
+    words = [a for a in argv if not a.startswith("-")]
+    if "-C" in argv:  # `-C DIR` takes a value before the command
+        words = [a for a in argv[argv.index("-C") + 2:] if not a.startswith("-")]
+    names = {c.name or c.callback.__name__ for c in app.registered_commands} | {g.name for g in app.registered_groups}
+    return bool(words) and words[0] in names
+
+
 def _register_plugin_commands() -> None:
+    import sys
+
+    if _builtin_command(sys.argv[1:]):
+        return
     if os.environ.get("AGENTKIT_DISABLE_PLUGIN_AUTOLOAD") in (None, "", "0") or os.environ.get("AGENTKIT_PLUGINS"):
         from agentkit.plugins import get_manager
 
