@@ -136,3 +136,11 @@ def cli(repo):
         kw.setdefault("cwd", repo)
         return ak(*args, **kw)
     return run
+
+
+def write_plugin(tmp_path: Path, name: str, source: str) -> dict:
+    """Write a plugin module under tmp_path/plugs and return the env that loads it (AGENTKIT_PLUGINS)."""
+    folder = tmp_path / "plugs"
+    folder.mkdir(exist_ok=True)
+    (folder / f"{name}.py").write_text(source)
+    return {"PYTHONPATH": str(folder), "AGENTKIT_PLUGINS": name}

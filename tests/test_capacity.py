@@ -10,6 +10,7 @@ from agentkit import capacity, worktrees
 from agentkit.builtin.band import band_target
 from agentkit.errors import AgentkitError, ExitCode
 from agentkit.repo import Repo
+from tests.conftest import write_plugin
 
 
 def band_of(repo_path):
@@ -119,11 +120,9 @@ def test_floor_and_step_come_from_config(repo, cli):
 
 
 def test_a_policy_plugin_replaces_the_elastic_band(repo, tmp_path, monkeypatch, cli):
-    plugin = tmp_path / "plugs" / "fixed_band.py"
-    plugin.parent.mkdir()
-    plugin.write_text("from agentkit.hookspecs import hookimpl\n\n"
-                      "@hookimpl(tryfirst=True)\ndef band_target(band):\n    return band['current']\n")
-    env = {"PYTHONPATH": str(plugin.parent), "AGENTKIT_PLUGINS": "fixed_band", "AGENTKIT_CAPACITY_FLOOR": "2"}
+    env = write_plugin(tmp_path, "fixed_band", "from agentkit.hookspecs import hookimpl\n\n"
+                       "@hookimpl(tryfirst=True)\ndef band_target(band):\n    return band['current']\n")
+    env["AGENTKIT_CAPACITY_FLOOR"] = "2"
     assert cli("worktree", "new", "a", env=env).code == 0
     assert cli("worktree", "new", "b", env=env).code == 0
     res = cli("worktree", "new", "c", "--json", env=env)

@@ -8,6 +8,7 @@ import pytest
 
 from agentkit import hookspecs
 from agentkit.errors import ExitCode
+from tests.conftest import write_plugin
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 HEAVY = ("redis", "rich", "sqlite_utils", "psutil", "yaml", "portalocker")
@@ -71,15 +72,13 @@ def test_plugins_lists_builtins_with_their_hooks(repo, cli):
 
 
 def test_plugin_adds_a_command_and_a_snapshot_section(repo, cli, tmp_path):
-    plugin = tmp_path / "plugs" / "hello_plugin.py"
-    plugin.parent.mkdir()
-    plugin.write_text(
+    env = write_plugin(
+        tmp_path, "hello_plugin",
         "from agentkit.hookspecs import hookimpl\n\n"
         "@hookimpl\ndef register_commands(app):\n"
         "    @app.command('hello')\n    def hello():\n        print('hello from a plugin')\n\n"
         "@hookimpl\ndef snapshot_sections(repo):\n    return {'hello': {'ok': True}}\n\n"
         "@hookimpl\ndef worktree_env(worktree, config):\n    return {'EXTRA': worktree['slug'].upper()}\n")
-    env = {"PYTHONPATH": str(plugin.parent), "AGENTKIT_PLUGINS": "hello_plugin"}
     assert cli("hello", env=env).out.strip() == "hello from a plugin"
     assert cli("snapshot", "--json", env=env).json["hello"] == {"ok": True}
     wt = cli("worktree", "new", "a", "--json", env=env).json

@@ -12,6 +12,7 @@ import pytest
 from agentkit import jobs, procs
 from agentkit.errors import AgentkitError, ExitCode
 from agentkit.repo import Repo
+from tests.conftest import write_plugin
 
 TREE = "sleep 1000 & setsid sleep 1000 & (sleep 1000 &); sleep 1000"
 
@@ -251,9 +252,8 @@ def test_snapshot_has_a_jobs_section(r, cli):
 
 
 def test_an_executor_that_cannot_reach_its_cluster_fails_spawn(repo, cli, tmp_path):
-    plugin = tmp_path / "plugs" / "remote_exec.py"
-    plugin.parent.mkdir()
-    plugin.write_text(
+    env = write_plugin(
+        tmp_path, "remote_exec",
         "from agentkit.errors import AgentkitError\nfrom agentkit.hookspecs import hookimpl\n\n"
         "class Remote:\n"
         "    def submit(self, repo, job):\n"
@@ -261,7 +261,6 @@ def test_an_executor_that_cannot_reach_its_cluster_fails_spawn(repo, cli, tmp_pa
         "    def poll(self, repo, job):\n        return {'alive': False}\n"
         "    def kill(self, repo, job, grace):\n        pass\n\n"
         "@hookimpl\ndef register_executors(register):\n    register('remote', Remote())\n")
-    env = {"PYTHONPATH": str(plugin.parent), "AGENTKIT_PLUGINS": "remote_exec"}
     res = cli("spawn", "--executor", "remote", "--json", "--", "true", env=env)
     assert res.code == ExitCode.FAILED and "ray://10.0.0.1:10001" in res.json["error"]["message"]
     listed = cli("jobs", "list", "--json", env=env).json["jobs"]

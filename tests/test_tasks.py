@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 from agentkit import tasks
 from agentkit.errors import AgentkitError, ExitCode
 from agentkit.repo import Repo
+from tests.conftest import write_plugin
 
 
 @pytest.fixture
@@ -246,15 +247,14 @@ def test_passing_a_dead_task_unblocks_its_dependents(repo, cli):
 
 
 def test_a_scoring_plugin_reorders_and_a_broken_one_is_reported(repo, cli, tmp_path):
-    plugin = tmp_path / "plugs" / "bugs_first.py"
-    plugin.parent.mkdir()
-    plugin.write_text("from agentkit.hookspecs import hookimpl\n\n@hookimpl\ndef task_scores(tasks):\n"
-                      "    return [{'score': 1 if t['category'] == 'bug' else 0, 'parts': {}} for t in tasks]\n")
+    source = ("from agentkit.hookspecs import hookimpl\n\n@hookimpl\ndef task_scores(tasks):\n"
+              "    return [{'score': 1 if t['category'] == 'bug' else 0, 'parts': {}} for t in tasks]\n")
+    env = write_plugin(tmp_path, "bugs_first", source)
     cli("task", "add", "feature", "--priority", "1")
     cli("task", "add", "bug", "--category", "bug")
-    env = {"PYTHONPATH": str(plugin.parent), "AGENTKIT_PLUGINS": "bugs_first"}
     assert [t["name"] for t in cli("task", "ready", "--json", env=env).json["tasks"]] == ["bug", "feature"]
     assert [t["name"] for t in cli("task", "ready", "--json").json["tasks"]] == ["feature", "bug"]
-    plugin.write_text("from agentkit.hookspecs import hookimpl\n\n@hookimpl\ndef task_scores(tasks):\n    return []\n")
+    write_plugin(tmp_path, "bugs_first",
+                 "from agentkit.hookspecs import hookimpl\n\n@hookimpl\ndef task_scores(tasks):\n    return []\n")
     res = cli("task", "ready", "--json", env=env)
     assert res.code == ExitCode.FAILED and "task_scores plugin" in res.json["error"]["message"]
