@@ -1,5 +1,6 @@
 """`agentkit demo`: a sample repository and a walk through what exists so far, on the embedded defaults."""
 
+import os
 import shutil
 import subprocess
 import tempfile
@@ -9,6 +10,10 @@ from pathlib import Path
 import typer
 
 from agentkit.cli.common import handled, table
+
+# The sample repo and its stand-in agents commit as "demo", whatever git identity the machine has (or lacks).
+GIT_IDENTITY = {"GIT_AUTHOR_NAME": "demo", "GIT_AUTHOR_EMAIL": "demo@example.com",
+                "GIT_COMMITTER_NAME": "demo", "GIT_COMMITTER_EMAIL": "demo@example.com"}
 
 SAMPLE = {
     "README.md": "# shop\n\nA sample app that several agents work on at once.\n",
@@ -28,8 +33,7 @@ def _sample_repo(folder: Path) -> Path:
     for name, body in SAMPLE.items():
         (root / name).parent.mkdir(parents=True, exist_ok=True)
         (root / name).write_text(body)
-    env = {"GIT_AUTHOR_NAME": "demo", "GIT_AUTHOR_EMAIL": "demo@example.com",
-           "GIT_COMMITTER_NAME": "demo", "GIT_COMMITTER_EMAIL": "demo@example.com", "PATH": "/usr/bin:/bin"}
+    env = {**os.environ, **GIT_IDENTITY}
     for args in (["init", "-q", "-b", "main"], ["add", "-A"], ["commit", "-q", "-m", "sample app"]):
         subprocess.run(["git", *args], cwd=root, check=True, env=env)
     return root
@@ -67,8 +71,6 @@ def _tasks_and_jobs(repo) -> None:
         print(f"  ready: {t['id']} {t['name']:<12} score {t['score']} {t['score_parts']}")
 
     _step("Agents claim tasks atomically and run as supervised jobs (2 at a time here)")
-    import os
-
     os.environ["AGENTKIT_JOBS_MAX_CONCURRENCY"] = "2"
     repo.config.set("jobs.max_concurrency", 2, "demo")
     spawned: list[int] = []
@@ -83,7 +85,7 @@ def _tasks_and_jobs(repo) -> None:
             except AgentkitError:  # a retry of a failed task reuses its worktree
                 wt = worktrees.up(repo, claim["worktree"])
             job = jobs.spawn(repo, ["sh", "-c", AGENT], worktree=wt["slug"], claim_id=claim["claim_id"],
-                             timeout="1m")
+                             timeout="1m", env=[f"{k}={v}" for k, v in GIT_IDENTITY.items()])
             spawned.append(job["job_id"])
             print(f"  {claim['agent']} claimed task {claim['task_id']} ({claim['task']['name']}), "
                   f"fence {claim['fence']} → job {job['job_id']} {job['state']} in {wt['slug']}")
