@@ -17,7 +17,7 @@ def snapshot(repo) -> dict:
                      "managed": red["managed"], "running": red["running"]},
            "tasks": {k: v for k, v in tasks.status(repo).items() if k != "schema_version"},
            "jobs": {**{k: v for k, v in jobs.health(repo).items() if k != "schema_version"},
-                    "active_jobs": [j for j in jobs.list_jobs(repo, "running") + jobs.list_jobs(repo, "queued")]}}
+                    "active_jobs": jobs.list_jobs(repo, "running") + jobs.list_jobs(repo, "queued")}}
     for section in repo.hook.snapshot_sections(repo=repo):
         out.update(section or {})
     return out

@@ -179,10 +179,7 @@ def new(repo, slug: str, base: str | None = None, branch: str | None = None) -> 
         raise usage(f"unknown base ref {base or 'HEAD'!r}", "pass --base with a branch, tag or commit")
     base_url = redis.ensure(repo)
     physical = redis.databases(base_url, repo=repo)
-    try:
-        row, change = _allocate_row(repo, slug, path, branch, base_commit, physical, "creating")
-    except AgentkitError:
-        raise
+    row, change = _allocate_row(repo, slug, path, branch, base_commit, physical, "creating")
     if row.get("creator_pid") != os.getpid():
         raise conflict(f"worktree {slug} already exists", f"use `agentkit worktree up {slug}` to bring it up")
     failpoints.reach("worktree-new:allocated")

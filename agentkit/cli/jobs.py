@@ -82,15 +82,16 @@ def logs(job_id: int, follow: bool = typer.Option(False, "--follow", "-f", help=
         path = Path(job["log_path"])
         offset = 0
         while True:
+            finished = jobs.get(repo, job_id)["state"] in jobs.FINISHED  # read before the log: no lost tail
+            chunk = b""
             if path.exists():
                 with path.open("rb") as fh:
                     fh.seek(offset)
                     chunk = fh.read()
-                    offset += len(chunk)
-                    sys.stdout.buffer.write(chunk)
-                    sys.stdout.flush()
-            if not follow or jobs.get(repo, job_id)["state"] in jobs.FINISHED and not path.exists() or \
-                    jobs.get(repo, job_id)["state"] in jobs.FINISHED and path.stat().st_size == offset:
+                offset += len(chunk)
+                sys.stdout.buffer.write(chunk)
+                sys.stdout.flush()
+            if not follow or (finished and not chunk):
                 break
             time.sleep(0.1)
 
