@@ -18,10 +18,29 @@ def out(args: list[str], cwd: Path) -> str:
     return run(args, cwd).stdout.strip()
 
 
-def worktrees(root: Path) -> list[dict]:
-    """`git worktree list --porcelain` as dicts: path, head, branch (short), prunable, bare."""
+def out_many(commands: list[list[str]], cwd: Path) -> list[str]:
+    """Run read-only git commands side by side (each costs a process start) and return their stdouts."""
+    procs = [subprocess.Popen(["git", *args], cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for args in commands]
+    outs = []
+    for args, proc in zip(commands, procs, strict=True):
+        stdout, stderr = proc.communicate()
+        if proc.returncode != 0:
+            raise AgentkitError(f"git {' '.join(args)} failed: {stderr.strip() or stdout.strip()}",
+                                "fix the git problem shown above and rerun")
+        outs.append(stdout.strip())
+    return outs
+
+
+WORKTREE_LIST = ["worktree", "list", "--porcelain"]
+
+
+def worktrees(root: Path, porcelain: str | None = None) -> list[dict]:
+    """`git worktree list --porcelain` (run now, or its output given) as dicts: path, head, branch (short),
+    prunable, bare."""
     items, cur = [], {}
-    for line in run(["worktree", "list", "--porcelain"], root).stdout.splitlines() + [""]:
+    text = porcelain if porcelain is not None else run(WORKTREE_LIST, root).stdout
+    for line in text.splitlines() + [""]:
         if not line:
             if cur:
                 items.append(cur)

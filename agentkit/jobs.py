@@ -2,7 +2,6 @@
 
 import json
 import os
-import secrets
 import time
 from pathlib import Path
 from signal import SIGTERM
@@ -94,6 +93,8 @@ def spawn(repo, command: list[str], name: str | None = None, cwd: str | None = N
           claim_id: str | None = None, timeout: str | None = None, env: list[str] | None = None,
           executor: str | None = None) -> dict:
     """Register a job and start it if a slot is free; past jobs.max_queue_depth, register nothing (exit 8)."""
+    import secrets  # hashlib, hmac, random: 4 ms that read-only commands need not pay
+
     from agentkit import worktrees
 
     if not command or not command[0]:

@@ -259,14 +259,17 @@ def up(repo, slug: str) -> dict:
 def list_all(repo) -> list[dict]:
     """Every worktree agentkit manages, with its status, then those git knows but agentkit does not."""
     rows = repo.store.rows("SELECT * FROM worktrees ORDER BY created_at, slug")
-    known = git.worktrees(repo.root)
+    commands = [git.WORKTREE_LIST]
+    if rows:  # branch facts matter only for worktrees agentkit manages
+        commands += [["for-each-ref", "--merged", "HEAD", "--format=%(refname:short)", "refs/heads"],
+                     ["for-each-ref", "--format=%(refname:short) %(committerdate:unix)", "refs/heads"]]
+    listing, *branch_facts = git.out_many(commands, repo.root)
+    known = git.worktrees(repo.root, listing)
     by_path = {str(Path(w["path"]).resolve()): w for w in known}
     merged, ages = set(), {}
-    if rows:  # branch facts matter only for worktrees agentkit manages
-        merged = set(git.out(["for-each-ref", "--merged", "HEAD", "--format=%(refname:short)", "refs/heads"],
-                             repo.root).splitlines())
-        for line in git.out(["for-each-ref", "--format=%(refname:short) %(committerdate:unix)", "refs/heads"],
-                            repo.root).splitlines():
+    if branch_facts:
+        merged = set(branch_facts[0].splitlines())
+        for line in branch_facts[1].splitlines():
             name, _, ts = line.rpartition(" ")
             ages[name] = float(ts or 0)
     stale_after = repo.config["worktrees.stale_days"] * 86400

@@ -26,15 +26,17 @@ GIT_IDENTITY = {"GIT_AUTHOR_NAME": "bench", "GIT_AUTHOR_EMAIL": "bench@example.c
 # ---- environment ------------------------------------------------------------------------------------------
 
 def drop_agentkit_env() -> None:
-    """Remove every AGENTKIT_* variable from os.environ, so this process and its children measure the defaults."""
-    for key in [k for k in os.environ if k.startswith("AGENTKIT_")]:
+    """Remove every AGENTKIT_* variable from os.environ, so this process and its children measure the defaults,
+    and PYTHONDONTWRITEBYTECODE, which some shells set: without .pyc files every run recompiles every module,
+    which is not how people run agentkit."""
+    for key in [k for k in os.environ if k.startswith("AGENTKIT_") or k == "PYTHONDONTWRITEBYTECODE"]:
         del os.environ[key]
 
 
 def child_env() -> dict:
     """The environment for subprocesses: os.environ without AGENTKIT_*, the venv's bin first on PATH (so
     `agentkit` is the one under test) and a fixed git identity (commits work without any git config)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AGENTKIT_")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AGENTKIT_") and k != "PYTHONDONTWRITEBYTECODE"}
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     env.update(GIT_IDENTITY)
     return env
