@@ -28,6 +28,9 @@ docs: install
 bench: install
 	$(BIN)/python bench/cold_start.py
 	$(BIN)/python bench/worktree_new.py
+	$(BIN)/python bench/task_ready.py
+	$(BIN)/python bench/claims.py
+	$(BIN)/python bench/jobs.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis
