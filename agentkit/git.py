@@ -78,8 +78,3 @@ def is_ancestor(commit: str, of: str, cwd: Path) -> bool:
 
 def valid_branch_name(name: str, cwd: Path) -> bool:
     return run(["check-ref-format", "--branch", name], cwd, check=False).returncode == 0
-
-
-def commit_time(commit: str, cwd: Path) -> float | None:
-    done = run(["show", "-s", "--format=%ct", commit], cwd, check=False)
-    return float(done.stdout.strip()) if done.returncode == 0 and done.stdout.strip() else None

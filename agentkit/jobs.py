@@ -20,8 +20,15 @@ def jobs_dir(repo) -> Path:
     return path
 
 
-def env_file(repo, job_id: int) -> Path:
-    return jobs_dir(repo) / f"{job_id}.env.json"
+def env_file(repo, token: str) -> Path:
+    """The spawner's saved environment (0600), written before the job's row exists and deleted when it ends."""
+    return jobs_dir(repo) / f"{token}.env.json"
+
+
+def clean_environ() -> dict:
+    """This process's environment, marked as belonging to no job: a process agentkit starts from inside a job
+    (a supervisor, the managed redis-server) must not be killed with that job's tree."""
+    return {**os.environ, **procs.NO_JOB}
 
 
 def _job(row) -> dict:
@@ -65,6 +72,8 @@ def exit_status(job: dict) -> int | None:
         return 124
     if job.get("signal"):
         return 128 + job["signal"]
+    if state == "killed":  # it caught our TERM and exited on its own terms: still killed
+        return 128 + int(SIGTERM)
     return job["exit_code"] if job.get("exit_code") is not None else 1
 
 
@@ -118,7 +127,23 @@ def spawn(repo, command: list[str], name: str | None = None, cwd: str | None = N
     if claim_id is not None and not repo.store.rows("SELECT 1 FROM claims WHERE claim_id = ? AND state = 'active'",
                                                      (claim_id,)):
         raise not_found(f"no active claim {claim_id!r}", "claim a task first: `agentkit claim --agent NAME`")
+    from agentkit.state.files import atomic_write
+
+    token = secrets.token_hex(12)
+    atomic_write(env_file(repo, token), json.dumps({"base": dict(os.environ), "overrides": overrides}), mode=0o600)
     now = time.time()
+    try:
+        job_id = _register(repo, command, name, cwd, worktree, auto, claim_id, timeout_s, grace_s, executor, token,
+                           now)
+    except BaseException:
+        env_file(repo, token).unlink(missing_ok=True)
+        raise
+    prune(repo, None)
+    dispatch(repo, raise_for=job_id)
+    return view(get(repo, job_id))
+
+
+def _register(repo, command, name, cwd, worktree, auto, claim_id, timeout_s, grace_s, executor, token, now) -> int:
     with repo.store.tx() as conn:
         running = conn.execute("SELECT count(*) FROM jobs WHERE state = 'running'").fetchone()[0]
         queued = conn.execute("SELECT count(*) FROM jobs WHERE state = 'queued'").fetchone()[0]
@@ -130,18 +155,12 @@ def spawn(repo, command: list[str], name: str | None = None, cwd: str | None = N
             "INSERT INTO jobs (name, state, command, cwd, worktree, worktree_auto, claim_id, timeout_s, grace_s, "
             "executor, token, log_path, submitted_at) VALUES (?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?, ?, '', ?)",
             (name or Path(command[0]).name, json.dumps(command), cwd or (None if auto else os.getcwd()),
-             None if auto else worktree, int(auto), claim_id, timeout_s, grace_s, executor, secrets.token_hex(12),
-             now))
+             None if auto else worktree, int(auto), claim_id, timeout_s, grace_s, executor, token, now))
         job_id = cur.lastrowid
         log = jobs_dir(repo) / f"{job_id}.log"
         conn.execute("UPDATE jobs SET log_path = ? WHERE job_id = ?", (str(log), job_id))
         events.record(conn, "job.submitted", str(job_id), command=command, executor=executor)
-    from agentkit.state.files import atomic_write
-
-    atomic_write(env_file(repo, job_id), json.dumps({"base": dict(os.environ), "overrides": overrides}), mode=0o600)
-    prune(repo, None)
-    dispatch(repo, raise_for=job_id)
-    return view(get(repo, job_id))
+    return job_id
 
 
 def take_next(repo) -> dict | None:
@@ -186,7 +205,7 @@ def dispatch(repo, inline_local: bool = False, raise_for: int | None = None) -> 
 def job_env(repo, job: dict) -> dict:
     """The spawner's environment, the worktree's env file, --env pairs, and the job's own identity."""
     try:
-        saved = json.loads(env_file(repo, job["job_id"]).read_text())
+        saved = json.loads(env_file(repo, job["token"]).read_text())
     except (OSError, ValueError):
         saved = {"base": dict(os.environ), "overrides": {}}
     env = dict(saved["base"])
@@ -213,6 +232,12 @@ def prepare_worktree(repo, job: dict) -> dict:
     return {**job, "worktree": wt["slug"], "cwd": wt["path"]}
 
 
+def checked_in(repo, job_id: int, supervisor_pid: int, supervisor_started: float | None) -> None:
+    with repo.store.tx() as conn:
+        conn.execute("UPDATE jobs SET supervisor_pid = ?, supervisor_started = ? WHERE job_id = ?",
+                     (supervisor_pid, supervisor_started, job_id))
+
+
 def started(repo, job_id: int, pid: int | None, pid_started: float | None, supervisor_pid: int,
             supervisor_started: float | None) -> None:
     with repo.store.tx() as conn:
@@ -227,11 +252,26 @@ def finish(repo, job_id: int, state: str, exit_code: int | None = None, signal: 
     """Record how a job ended, once (a second call changes nothing). Its claim is released with the matching
     outcome and its `auto` worktree removed (unless it has commits to keep) first, so whoever sees the job
     finished also sees those done."""
-    from agentkit import claims
-
     job = get(repo, job_id)
     if job["state"] not in ("queued", "running"):
         return job
+    _release_resources(repo, job, state, exit_code, reason)
+    with repo.store.tx() as conn:
+        done = conn.execute("UPDATE jobs SET state = ?, exit_code = ?, signal = ?, reason = ?, ended_at = ? "
+                            "WHERE job_id = ? AND state IN ('queued', 'running')",
+                            (state, exit_code, signal, reason, time.time(), job_id)).rowcount
+        if done:
+            events.record(conn, f"job.{state}", str(job_id), exit_code=exit_code, signal=signal, reason=reason)
+        job = _get(conn, job_id)
+    return job
+
+
+def _release_resources(repo, job: dict, state: str, exit_code: int | None, reason: str | None) -> None:
+    """What a job held, given back: its claim (with the outcome its end implies), its `auto` worktree unless
+    that has commits, and its saved environment."""
+    from agentkit import claims
+
+    job_id = job["job_id"]
     if job["claim_id"]:
         try:
             claims.release(repo, job["claim_id"], outcome="pass" if state == "succeeded" else "fail",
@@ -240,15 +280,7 @@ def finish(repo, job_id: int, state: str, exit_code: int | None = None, signal: 
             pass  # the claim expired or was released by hand meanwhile; its fence keeps the task safe
     if job["worktree_auto"] and job["worktree"]:
         release_auto_worktree(repo, job)
-    with repo.store.tx() as conn:
-        done = conn.execute("UPDATE jobs SET state = ?, exit_code = ?, signal = ?, reason = ?, ended_at = ? "
-                            "WHERE job_id = ? AND state IN ('queued', 'running')",
-                            (state, exit_code, signal, reason, time.time(), job_id)).rowcount
-        if done:
-            events.record(conn, f"job.{state}", str(job_id), exit_code=exit_code, signal=signal, reason=reason)
-        job = _get(conn, job_id)
-    env_file(repo, job_id).unlink(missing_ok=True)
-    return job
+    env_file(repo, job["token"]).unlink(missing_ok=True)
 
 
 def release_auto_worktree(repo, job: dict) -> bool:
@@ -263,7 +295,7 @@ def release_auto_worktree(repo, job: dict) -> bool:
     if head and head != row["base_commit"]:
         return False
     try:
-        worktrees.remove(repo, row["slug"])
+        worktrees.remove(repo, row["slug"], ending_job=job["job_id"])
         return True
     except AgentkitError:
         return False
@@ -310,9 +342,18 @@ def kill(repo, job_ids: list[int], grace: str | None = None) -> dict:
             if job["state"] == "running":
                 conn.execute("UPDATE jobs SET kill_requested_at = ?, kill_grace_s = ? WHERE job_id = ?",
                              (time.time(), grace_s if grace_s is not None else job["grace_s"], job_id))
-        if job["state"] == "queued":  # it never starts; its claim and saved environment are released now
-            finish(repo, job_id, "killed", signal=int(SIGTERM), reason="killed while queued")
-        elif job["state"] == "running":
+        if job["state"] == "queued":  # it never starts: one conditional update, so no supervisor can take it
+            with repo.store.tx() as conn:
+                won = conn.execute("UPDATE jobs SET state = 'killed', signal = ?, reason = 'killed while queued', "
+                                   "ended_at = ? WHERE job_id = ? AND state = 'queued'",
+                                   (int(SIGTERM), time.time(), job_id)).rowcount
+                if won:
+                    events.record(conn, "job.killed", str(job_id), reason="killed while queued")
+            if won:
+                _release_resources(repo, job, "killed", None, "killed while queued")
+            else:
+                job = get(repo, job_id)  # dispatched meanwhile: stop it as a running job
+        if job["state"] == "running":
             job = _get(repo.store.conn, job_id)
             _executor(repo, job["executor"]).kill(repo, job, job["kill_grace_s"])
         out.append(view(get(repo, job_id)))
@@ -324,14 +365,14 @@ def prune(repo, older_than: str | None) -> dict:
     age = durations.parse(older_than or repo.config["jobs.ttl"], "--older-than")
     cutoff = time.time() - age
     with repo.store.tx() as conn:
-        rows = conn.execute("SELECT job_id, log_path FROM jobs WHERE state IN ('succeeded', 'failed', "
+        rows = conn.execute("SELECT job_id, log_path, token FROM jobs WHERE state IN ('succeeded', 'failed', "
                             "'timed_out', 'killed') AND ended_at < ?", (cutoff,)).fetchall()
         conn.executemany("DELETE FROM jobs WHERE job_id = ?", [(r["job_id"],) for r in rows])
         if rows:
             events.record(conn, "job.pruned", None, jobs=[r["job_id"] for r in rows])
     for r in rows:
         Path(r["log_path"]).unlink(missing_ok=True)
-        env_file(repo, r["job_id"]).unlink(missing_ok=True)
+        env_file(repo, r["token"]).unlink(missing_ok=True)
     return {"schema_version": SCHEMA_VERSION, "pruned": [r["job_id"] for r in rows]}
 
 

@@ -47,8 +47,17 @@ def alive(pid: int | None, started: float | None, cmdline_has: bytes | None = No
         return True
 
 
-def token_env(token: str) -> str:
-    return f"AGENTKIT_JOB_TOKEN={token}"
+NO_JOB = {"AGENTKIT_JOB_ID": "", "AGENTKIT_JOB_TOKEN": ""}  # the environment mark of "belongs to no job"
+
+
+def job_token(proc) -> str | None:
+    """The AGENTKIT_JOB_TOKEN in a process's environment: a job's token, "" for no job, None if unset."""
+    import psutil
+
+    try:
+        return proc.environ().get("AGENTKIT_JOB_TOKEN")
+    except (psutil.Error, OSError):
+        return None
 
 
 def with_token(token: str) -> list:

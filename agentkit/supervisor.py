@@ -12,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-from agentkit import jobs, procs
+from agentkit import jobs, procs, redis
 from agentkit.errors import AgentkitError
 from agentkit.repo import Repo
 
@@ -71,12 +71,17 @@ def _reap_zombies(main_pid: int | None) -> int | None:
             code = os.waitstatus_to_exitcode(status)
 
 
-def _kill_tree(token: str, grace: float) -> dict[int, int | None]:
+def _kill_tree(repo: Repo, token: str, grace: float) -> dict[int, int | None]:
     """TERM → grace → KILL for every descendant (adopted orphans included) and everything with the job's
     token. Returns the exit codes seen, by pid (the main child's among them, as the wait reaps it)."""
     codes: dict[int, int | None] = {}
     for _ in range(5):  # a tree can fork while it is being killed: sweep until nothing is left
-        found = {p.pid: p for p in procs.descendants() + procs.with_token(token)}
+        # ours: whatever carries our token, and adopted orphans that carry none (their environment was wiped);
+        # not: other jobs and their supervisors, or a redis-server started from inside the job
+        # (redis-server rewrites its environment area for its process title, so it is spared by pid)
+        spared = {redis.managed_pid(repo)}
+        orphans = [p for p in procs.descendants() if procs.job_token(p) is None and p.pid not in spared]
+        found = {p.pid: p for p in orphans + procs.with_token(token) if p.pid not in spared}
         if not found:
             break
         codes.update(procs.terminate(list(found.values()), grace))
@@ -87,6 +92,7 @@ def _kill_tree(token: str, grace: float) -> dict[int, int | None]:
 def run(repo: Repo, job: dict, sig: Signals) -> None:
     job_id = job["job_id"]
     me, me_started = os.getpid(), procs.start_time(os.getpid())
+    jobs.checked_in(repo, job_id, me, me_started)  # from here `reap` sees a live runner, even while we prepare
     if job["worktree_auto"]:
         try:
             job = jobs.prepare_worktree(repo, job)
@@ -94,6 +100,8 @@ def run(repo: Repo, job: dict, sig: Signals) -> None:
             jobs.started(repo, job_id, None, None, me, me_started)
             jobs.finish(repo, job_id, "failed", reason=f"could not prepare its worktree: {exc.message}")
             return
+    if jobs.get(repo, job_id)["state"] != "running":  # killed or reaped while we prepared: do not start it
+        return
     env = jobs.job_env(repo, job)
     log = open(job["log_path"], "ab", buffering=0)  # noqa: SIM115 - the child writes to it after we return
     try:
@@ -131,7 +139,7 @@ def run(repo: Repo, job: dict, sig: Signals) -> None:
             grace = job["grace_s"]
             if ending == "killed" and signal.SIGUSR1 in got:
                 grace = jobs.get(repo, job_id)["kill_grace_s"] or grace
-            codes = _kill_tree(job["token"], grace)
+            codes = _kill_tree(repo, job["token"], grace)
             code = _reap_zombies(child.pid)
             if code is None:  # the kill's own wait reaped it
                 code = codes.get(child.pid)
@@ -146,7 +154,7 @@ def run(repo: Repo, job: dict, sig: Signals) -> None:
                 claims.heartbeat(repo, job["claim_id"])
             except AgentkitError:
                 pass
-    leftovers = len(_kill_tree(job["token"], min(job["grace_s"], 2.0)))
+    leftovers = len(_kill_tree(repo, job["token"], min(job["grace_s"], 2.0)))
     exit_code, signum = (code, None) if code >= 0 else (None, -code)
     if ending is None:
         ending = "succeeded" if code == 0 else "failed"
@@ -163,11 +171,11 @@ def main(argv: list[str]) -> int:
     repo = Repo(Path(root))
     job = jobs.get(repo, job_id)
     while job is not None:
-        if job["state"] == "running" and job["supervisor_pid"] is None:
+        if job["state"] == "running" and job["supervisor_pid"] is None:  # ours: dispatched, nobody checked in
             try:
                 run(repo, job, sig)
             except Exception as exc:  # noqa: BLE001 - record it on the job rather than lose it in a log
-                _kill_tree(job["token"], 1)
+                _kill_tree(repo, job["token"], 1)
                 jobs.finish(repo, job["job_id"], "failed", reason=f"supervisor error: {exc!r}")
         if sig.got and set(sig.got) & {signal.SIGTERM, signal.SIGINT, signal.SIGHUP}:
             break

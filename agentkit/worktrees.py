@@ -104,7 +104,8 @@ def _allocate_row(repo, slug: str, path: Path, branch: str, base_commit: str | N
 
 def _finish(repo, row: dict, base_url: str, kind: str) -> dict:
     """Flush the slot, write the env file, mark the worktree active."""
-    redis.flush(base_url, row["redis_db"], repo=repo)
+    with repo.lock("flush"):
+        redis.flush(base_url, row["redis_db"], repo=repo)
     wt = describe(repo, row, base_url, "active")
     _exclude_env_file(repo)
     _write_env(repo, wt)
@@ -186,6 +187,8 @@ def new(repo, slug: str, base: str | None = None, branch: str | None = None) -> 
     made_branch = False
     try:
         made_branch = _git_add(repo, path, branch, base_commit)
+        if made_branch:
+            _mark_branch_created(repo, slug)
         failpoints.reach("worktree-new:added")
         wt = _finish(repo, row, base_url, "worktree.created")
     except BaseException as exc:
@@ -193,6 +196,12 @@ def new(repo, slug: str, base: str | None = None, branch: str | None = None) -> 
         raise
     capacity.write_mirror(repo)
     return {"schema_version": SCHEMA_VERSION, **wt, "band_change": change}
+
+
+def _mark_branch_created(repo, slug: str) -> None:
+    """Only a branch agentkit made may be deleted by `remove`; an adopted or pre-existing one never is."""
+    with repo.store.tx() as conn:
+        conn.execute("UPDATE worktrees SET branch_created = 1 WHERE slug = ?", (slug,))
 
 
 def _undo_new(repo, slug: str, path: Path, made_branch: str | None, exc: BaseException) -> None:
@@ -234,8 +243,10 @@ def up(repo, slug: str) -> dict:
         if path.exists():
             raise conflict(f"{path} exists but is not a git worktree of this repo",
                            "move that folder away and rerun `agentkit worktree up`")
-        _git_add(repo, path, branch, base_commit or git.rev("HEAD", repo.root))
+        made = _git_add(repo, path, branch, base_commit or git.rev("HEAD", repo.root))
         repaired.append("worktree")
+        if made and row is not None:
+            _mark_branch_created(repo, slug)
     change = None
     if row is None or row["redis_db"] is None or row["status"] != "active":
         if row is None or row["redis_db"] is None:
@@ -298,7 +309,7 @@ def list_all(repo) -> list[dict]:
     return out
 
 
-def remove(repo, slug: str, force: bool = False, dry_run: bool = False) -> dict:
+def remove(repo, slug: str, force: bool = False, dry_run: bool = False, ending_job: int | None = None) -> dict:
     """Flush the slot, release slot and ports, remove the worktree; refuse uncommitted work unless forced."""
     validate_slug(slug)
     row = _row(repo, slug)
@@ -308,6 +319,12 @@ def remove(repo, slug: str, force: bool = False, dry_run: bool = False) -> dict:
     if row["status"] == "creating" and _creator_alive(row):
         raise conflict(f"worktree {slug} is being created by pid {row['creator_pid']}",
                        "wait for that command to finish, then remove it")
+    busy = [r["job_id"] for r in repo.store.rows(
+        "SELECT job_id FROM jobs WHERE worktree = ? AND state IN ('queued', 'running') AND job_id IS NOT ?",
+        (slug, ending_job))]
+    if busy and not force:
+        raise conflict(f"worktree {slug} is in use by job(s) {busy}",
+                       f"wait for them (`agentkit jobs wait {' '.join(map(str, busy))}`) or kill them first")
     path = Path(row["path"])
     in_git = _git_worktree(repo, row["path"]) is not None and path.is_dir()
     changes = git.dirty(path) if in_git else []
@@ -316,25 +333,24 @@ def remove(repo, slug: str, force: bool = False, dry_run: bool = False) -> dict:
                        + (f" (+{len(changes) - 5} more)" if len(changes) > 5 else ""),
                        "commit or stash them, or rerun with --force to discard them")
     head = git.rev(row["branch"], repo.root)
-    keep_branch = bool(head and head != row["base_commit"] and not git.is_ancestor(head, "HEAD", repo.root))
+    # delete only a branch agentkit made, and only when nothing on it would be lost
+    nothing_new = bool(head) and (head == row["base_commit"] or git.is_ancestor(head, "HEAD", repo.root))
     plan = {"schema_version": SCHEMA_VERSION, "slug": slug, "path": str(path), "branch": row["branch"],
             "redis_db": row["redis_db"],
             "flush": row["redis_db"] is not None, "remove_worktree": in_git,
-            "delete_branch": bool(head) and not keep_branch, "discard_changes": len(changes)}
+            "delete_branch": bool(row["branch_created"]) and nothing_new, "discard_changes": len(changes)}
     if dry_run:
         return {**plan, "dry_run": True}
-    flushed = False
+    base_url = None
     if row["redis_db"] is not None:
-        base_url = redis.url(repo)
-        try:
-            if base_url is None:
-                base_url = redis.ensure(repo)
-            redis.flush(base_url, row["redis_db"], repo=repo)
-            flushed = True
+        try:  # Redis must answer before anything is removed, so a refusal leaves all as it was
+            base_url = redis.url(repo) or redis.ensure(repo)
+            redis.client(base_url, repo=repo)
         except AgentkitError as exc:
             if not force:
                 raise AgentkitError(exc.message, "start Redis and retry, or pass --force to remove without "
                                     "flushing (the next `new` flushes the slot before reuse)") from exc
+            base_url = None
     repo.hook.worktree_removed(worktree=describe(repo, row, redis.url(repo), row["status"]), config=repo.config)
     with repo.lock("git"):
         if in_git:
@@ -342,12 +358,19 @@ def remove(repo, slug: str, force: bool = False, dry_run: bool = False) -> dict:
         git.run(["worktree", "prune"], repo.root, check=False)
         if plan["delete_branch"]:
             git.run(["branch", "-D", row["branch"]], repo.root, check=False)
+    flushed = False
+    if base_url is not None:
+        with repo.lock("flush"):
+            redis.flush(base_url, row["redis_db"], repo=repo)
+        flushed = True
     change = _drop_row(repo, slug, "worktree.removed", redis_db=row["redis_db"], flushed=flushed)
     return {**plan, "flushed": flushed, "band_change": change}
 
 
 def cleanup(repo, merged: bool = True, stale_days: int | None = None, dry_run: bool = False) -> dict:
     """Remove merged, missing and half-made worktrees (and stale ones if asked); never uncommitted work."""
+    if stale_days is not None and stale_days < 1:
+        raise usage(f"--stale {stale_days}: give a number of days of at least 1")
     removed, skipped = [], []
     now = time.time()
     for wt in list_all(repo):

@@ -274,10 +274,11 @@ def test_killing_a_queued_job_releases_its_claim_and_environment(r, monkeypatch,
     claim = cli("claim", "--agent", "x", "--json").json
     blocker = jobs.spawn(r1, ["sleep", "30"])
     queued = jobs.spawn(r1, ["true"], claim_id=claim["claim_id"])
-    assert queued["state"] == "queued" and jobs.env_file(r1, queued["job_id"]).exists()
+    token = jobs.get(r1, queued["job_id"])["token"]
+    assert queued["state"] == "queued" and jobs.env_file(r1, token).exists()
     done = jobs.kill(r1, [queued["job_id"]])["jobs"][0]
     assert (done["state"], done["exit_status"], done["reason"]) == ("killed", 143, "killed while queued")
-    assert not jobs.env_file(r1, queued["job_id"]).exists(), "the saved environment (secrets too) is gone"
+    assert not jobs.env_file(r1, token).exists(), "the saved environment (secrets too) is gone"
     assert cli("task", "show", "1", "--json").json["status"] == "failing", "its claim was released as failed"
     jobs.kill(r1, [blocker["job_id"]], grace="1s")
 
@@ -291,3 +292,35 @@ def test_reap_enforces_a_timeout_the_supervisor_missed(r, cli):
     assert res.json["timed_out"] == [job["job_id"]]
     done = jobs.wait(r, [job["job_id"]], timeout=60)["jobs"][0]
     assert done["state"] == "killed" and tree_of(r, job["job_id"]) == []
+
+
+def test_a_job_that_spawns_jobs_or_starts_redis_does_not_kill_them_when_it_ends(r, cli):
+    parent = cli("spawn", "--json", "--", "sh", "-c", "agentkit spawn --name child -- sleep 30; sleep 0.5")
+    assert parent.code == 0, parent.err
+    done = jobs.wait(r, [parent.json["job_id"]], timeout=60)["jobs"][0]
+    assert done["state"] == "succeeded" and "leftover" not in (done["reason"] or "")
+    child = next(j for j in jobs.list_jobs(r) if j["name"] == "child")
+    assert child["state"] == "running", "the child job belongs to its own supervisor, not to its parent"
+    jobs.kill(r, [child["job_id"]], grace="1s")
+    cli("redis", "stop")
+    starter = jobs.spawn(r, ["sh", "-c", "agentkit redis start"])
+    done = jobs.wait(r, [starter["job_id"]], timeout=60)["jobs"][0]
+    assert done["state"] == "succeeded" and "leftover" not in (done["reason"] or "")
+    assert cli("redis", "status", "--json").json["running"] is True
+
+
+def test_a_killed_job_that_exits_0_on_term_still_reads_killed(r):
+    job = jobs.spawn(r, ["sh", "-c", 'trap "exit 0" TERM; while :; do sleep 0.1; done'])
+    wait_for(lambda: jobs.get(r, job["job_id"])["pid"])
+    jobs.kill(r, [job["job_id"]], grace="2s")
+    done = jobs.wait(r, [job["job_id"]], timeout=60)
+    assert done["jobs"][0]["state"] == "killed" and done["exit_status"] == 143
+
+
+def test_durations_refuse_nan_inf_and_huge(repo, cli):
+    cli("task", "add", "a")
+    for bad in ("nan", "inf", "1e30"):
+        assert cli("claim", "--agent", "x", "--lease", bad, "--json").code == ExitCode.USAGE
+    assert cli("spawn", "--timeout", "nan", "--json", "--", "true").code == ExitCode.USAGE
+    res = cli("task", "show", str(2 ** 70), "--json")
+    assert res.code == ExitCode.USAGE and "too large" in res.json["error"]["message"]

@@ -276,3 +276,54 @@ def test_agent_worktree_script_has_scale_beside_worktree_commands(repo):
     listed = subprocess.run([str(shim), "list", "--json"], cwd=repo, capture_output=True, text=True,
                             env={**os.environ, "PATH": f"{script.parent}:{os.environ['PATH']}"})
     assert [w["slug"] for w in json.loads(listed.stdout)["worktrees"]] == ["a"]
+
+
+def test_remove_never_deletes_a_branch_agentkit_did_not_make(repo, cli):
+    git(repo, "branch", "feature-x")
+    other = repo.parent / "scratch"
+    git(repo, "worktree", "add", "-q", str(other), "feature-x")
+    (other / "fix.txt").write_text("fix\n")
+    git(other, "add", "fix.txt")
+    git(other, "commit", "-qm", "unmerged work")
+    git(repo, "worktree", "remove", str(other))
+    assert cli("worktree", "new", "fx", "--base", "feature-x", "--branch", "feature-x").code == 0
+    res = cli("worktree", "remove", "fx", "--json")
+    assert res.code == 0 and res.json["delete_branch"] is False
+    assert git(repo, "rev-parse", "--verify", "feature-x") != ""
+
+    hand = repo.parent / "app-worktrees" / "hotfix"
+    git(repo, "worktree", "add", "-q", "-b", "release-1.2", str(hand))
+    (hand / "hotfix.txt").write_text("x\n")
+    git(hand, "add", "hotfix.txt")
+    git(hand, "commit", "-qm", "hotfix")
+    assert cli("worktree", "up", "hotfix").code == 0
+    res = cli("worktree", "remove", "hotfix", "--json")
+    assert res.code == 0 and res.json["delete_branch"] is False
+    assert "hotfix" in git(repo, "log", "-1", "--format=%s", "release-1.2")
+
+
+def test_remove_refuses_a_worktree_a_job_runs_in(repo, cli):
+    wt = cli("worktree", "new", "busy", "--json").json
+    rclient(wt["redis_url"]).set("live", "1")
+    job = cli("spawn", "--worktree", "busy", "--json", "--", "sleep", "30").json
+    res = cli("worktree", "remove", "busy", "--json")
+    assert res.code == ExitCode.CONFLICT and f"job(s) [{job['job_id']}]" in res.json["error"]["message"]
+    assert rclient(wt["redis_url"]).get("live") == "1" and Path(wt["path"]).is_dir()
+    assert cli("jobs", "kill", str(job["job_id"]), "--grace", "1").code == 0
+    assert cli("jobs", "wait", str(job["job_id"])).code == 143
+
+
+def test_a_failed_git_remove_leaves_redis_data_alone(repo, cli):
+    wt = cli("worktree", "new", "locked", "--json").json
+    rclient(wt["redis_url"]).set("important", "1")
+    git(repo, "worktree", "lock", wt["path"])
+    res = cli("worktree", "remove", "locked", "--json")
+    assert res.code == ExitCode.FAILED
+    assert rclient(wt["redis_url"]).get("important") == "1", "nothing was flushed"
+    assert cli("worktree", "list", "--json").json["worktrees"][0]["status"] == "active"
+
+
+def test_cleanup_stale_needs_at_least_a_day(repo, cli):
+    cli("worktree", "new", "fresh")
+    res = cli("worktree", "cleanup", "--stale", "0", "--dry-run", "--json")
+    assert res.code == ExitCode.USAGE

@@ -7,7 +7,7 @@ from contextlib import contextmanager
 
 import typer
 
-from agentkit.errors import FAILURES, ExitCode
+from agentkit.errors import FAILURES, AgentkitError, ExitCode
 
 
 def say(message: str) -> None:
@@ -54,6 +54,10 @@ def handled(as_json: bool) -> Iterator[None]:
     """Turn a core failure into its message on stderr, a JSON error on stdout (with --json) and its exit code."""
     try:
         yield
+    except OverflowError as exc:  # an id or number past SQLite's 64-bit integers
+        with handled(as_json):
+            raise AgentkitError(f"a number is too large: {exc}", "ids and priorities are 64-bit integers",
+                                ExitCode.USAGE) from None
     except FAILURES as exc:
         code = int(exc.code)
         if as_json:

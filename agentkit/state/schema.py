@@ -13,6 +13,7 @@ def m001_foundation(db) -> None:
             path TEXT NOT NULL,
             branch TEXT NOT NULL,
             base_commit TEXT,
+            branch_created INTEGER NOT NULL DEFAULT 0,
             redis_db INTEGER UNIQUE,
             port_base INTEGER,
             port_count INTEGER,
