@@ -29,11 +29,14 @@ class Signals:
         os.set_blocking(wfd, False)
         signal.set_wakeup_fd(wfd)
         self.got: list[int] = []
+        self.stop = False  # TERM, INT or HUP reached us: finish the current job's kill, then take no more
         for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1):
             signal.signal(sig, self._note)
 
     def _note(self, signum, frame) -> None:
         self.got.append(signum)
+        if signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            self.stop = True
 
     def wait(self, timeout: float | None) -> list[int]:
         if not self.got:
@@ -177,7 +180,7 @@ def main(argv: list[str]) -> int:
             except Exception as exc:  # noqa: BLE001 - record it on the job rather than lose it in a log
                 _kill_tree(repo, job["token"], 1)
                 jobs.finish(repo, job["job_id"], "failed", reason=f"supervisor error: {exc!r}")
-        if sig.got and set(sig.got) & {signal.SIGTERM, signal.SIGINT, signal.SIGHUP}:
+        if sig.stop:
             break
         job = jobs.dispatch(repo, inline_local=True)
     repo.close()

@@ -324,3 +324,17 @@ def test_durations_refuse_nan_inf_and_huge(repo, cli):
     assert cli("spawn", "--timeout", "nan", "--json", "--", "true").code == ExitCode.USAGE
     res = cli("task", "show", str(2 ** 70), "--json")
     assert res.code == ExitCode.USAGE and "too large" in res.json["error"]["message"]
+
+
+def test_a_terminated_supervisor_kills_its_job_and_takes_no_more(r, monkeypatch, cli):
+    r1 = fresh(r, monkeypatch, max_concurrency=1)
+    first = jobs.spawn(r1, ["sh", "-c", TREE])
+    second = jobs.spawn(r1, ["sleep", "0.2"])
+    row = wait_for(lambda: jobs.get(r1, first["job_id"])["pid"] and jobs.get(r1, first["job_id"]))
+    os.kill(row["supervisor_pid"], signal.SIGTERM)
+    done = jobs.wait(r1, [first["job_id"]], timeout=60)["jobs"][0]
+    assert done["state"] == "killed" and "SIGTERM" in done["reason"] and tree_of(r1, first["job_id"]) == []
+    wait_for(lambda: not procs.alive(row["supervisor_pid"], row["supervisor_started"]))
+    assert jobs.get(r1, second["job_id"])["state"] == "queued", "a stopping supervisor starts nothing new"
+    assert cli("reap", env={"AGENTKIT_JOBS_MAX_CONCURRENCY": "1"}).code == 0
+    assert jobs.wait(r1, [second["job_id"]], timeout=60)["jobs"][0]["state"] == "succeeded"
