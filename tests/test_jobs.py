@@ -3,6 +3,7 @@
 import os
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -295,7 +296,8 @@ def test_reap_enforces_a_timeout_the_supervisor_missed(r, cli):
 
 
 def test_a_job_that_spawns_jobs_or_starts_redis_does_not_kill_them_when_it_ends(r, cli):
-    parent = cli("spawn", "--json", "--", "sh", "-c", "agentkit spawn --name child -- sleep 30; sleep 0.5")
+    agentkit = f"{sys.executable} -m agentkit.cli"  # the agentkit under test, whatever PATH holds
+    parent = cli("spawn", "--json", "--", "sh", "-c", f"{agentkit} spawn --name child -- sleep 30; sleep 0.5")
     assert parent.code == 0, parent.err
     done = jobs.wait(r, [parent.json["job_id"]], timeout=60)["jobs"][0]
     assert done["state"] == "succeeded" and "leftover" not in (done["reason"] or "")
@@ -303,7 +305,7 @@ def test_a_job_that_spawns_jobs_or_starts_redis_does_not_kill_them_when_it_ends(
     assert child["state"] == "running", "the child job belongs to its own supervisor, not to its parent"
     jobs.kill(r, [child["job_id"]], grace="1s")
     cli("redis", "stop")
-    starter = jobs.spawn(r, ["sh", "-c", "agentkit redis start"])
+    starter = jobs.spawn(r, ["sh", "-c", f"{agentkit} redis start"])
     done = jobs.wait(r, [starter["job_id"]], timeout=60)["jobs"][0]
     assert done["state"] == "succeeded" and "leftover" not in (done["reason"] or "")
     assert cli("redis", "status", "--json").json["running"] is True
