@@ -74,17 +74,21 @@ def _reap_zombies(main_pid: int | None) -> int | None:
             code = os.waitstatus_to_exitcode(status)
 
 
-def _kill_tree(repo: Repo, token: str, grace: float) -> dict[int, int | None]:
-    """TERM → grace → KILL for every descendant (adopted orphans included) and everything with the job's
-    token. Returns the exit codes seen, by pid (the main child's among them, as the wait reaps it)."""
+def _kill_tree(repo: Repo, token: str, grace: float, everywhere: bool = True) -> dict[int, int | None]:
+    """TERM → grace → KILL for the job's tree. Returns the exit codes seen, by pid (the main child's among
+    them, as the wait reaps it).
+
+    Ours: descendants (adopted orphans included) that carry our token or none (their environment was wiped),
+    and with `everywhere`, any process on the machine with our token. Not ours: other jobs and their
+    supervisors, and a redis-server started from inside the job (it rewrites its environment area for its
+    process title, so it is spared by pid)."""
     codes: dict[int, int | None] = {}
     for _ in range(5):  # a tree can fork while it is being killed: sweep until nothing is left
-        # ours: whatever carries our token, and adopted orphans that carry none (their environment was wiped);
-        # not: other jobs and their supervisors, or a redis-server started from inside the job
-        # (redis-server rewrites its environment area for its process title, so it is spared by pid)
         spared = {redis.managed_pid(repo)}
-        orphans = [p for p in procs.descendants() if procs.job_token(p) is None and p.pid not in spared]
-        found = {p.pid: p for p in orphans + procs.with_token(token) if p.pid not in spared}
+        mine = [p for p in procs.descendants() if procs.job_token(p) in (None, token) and p.pid not in spared]
+        if everywhere:
+            mine += [p for p in procs.with_token(token) if p.pid not in spared]
+        found = {p.pid: p for p in mine}
         if not found:
             break
         codes.update(procs.terminate(list(found.values()), grace))
@@ -157,7 +161,8 @@ def run(repo: Repo, job: dict, sig: Signals) -> None:
                 claims.heartbeat(repo, job["claim_id"])
             except AgentkitError:
                 pass
-    leftovers = len(_kill_tree(repo, job["token"], min(job["grace_s"], 2.0)))
+    # after a normal exit, leftovers are among our descendants (we are their subreaper): no machine-wide scan
+    leftovers = len(_kill_tree(repo, job["token"], min(job["grace_s"], 2.0), everywhere=ending is not None))
     exit_code, signum = (code, None) if code >= 0 else (None, -code)
     if ending is None:
         ending = "succeeded" if code == 0 else "failed"
