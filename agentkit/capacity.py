@@ -153,20 +153,21 @@ def status(repo, live: bool = True) -> dict:
     return out
 
 
-def _live_physical(repo) -> int | None:
+def live_physical(repo) -> int | None:
+    """`databases` of the running Redis, or None if it is not started or does not answer."""
     from agentkit import redis
 
     target = redis.url(repo)
     if target is None:
         return None
     try:
-        return redis.databases(target, repo=repo)
+        return redis.live_databases(repo, target)
     except AgentkitError:
         return None
 
 
 def scale_out(repo) -> dict:
-    physical = _live_physical(repo)
+    physical = live_physical(repo)
     with repo.store.tx() as conn:
         band = load(conn, repo.config, physical)
         if band.current >= band.ceiling:

@@ -25,12 +25,6 @@ def env_file(repo, token: str) -> Path:
     return jobs_dir(repo) / f"{token}.env.json"
 
 
-def clean_environ() -> dict:
-    """This process's environment, marked as belonging to no job: a process agentkit starts from inside a job
-    (a supervisor, the managed redis-server) must not be killed with that job's tree."""
-    return {**os.environ, **procs.NO_JOB}
-
-
 def _job(row) -> dict:
     job = dict(row)
     job["command"] = json.loads(job["command"])

@@ -1,5 +1,6 @@
 """Process identity as (pid, start time), so a recycled pid is never mistaken for the process we meant."""
 
+import os
 
 
 def start_time(pid: int) -> float | None:
@@ -48,6 +49,12 @@ def alive(pid: int | None, started: float | None, cmdline_has: bytes | None = No
 
 
 NO_JOB = {"AGENTKIT_JOB_ID": "", "AGENTKIT_JOB_TOKEN": ""}  # the environment mark of "belongs to no job"
+
+
+def outside_jobs_environ() -> dict:
+    """This process's environment, marked as belonging to no job: a process agentkit starts from inside a job
+    (a supervisor, the managed redis-server) must not be killed with that job's tree."""
+    return {**os.environ, **NO_JOB}
 
 
 def job_token(proc) -> str | None:

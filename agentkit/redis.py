@@ -219,9 +219,9 @@ def _start_locked(repo, dbs: int, events: list) -> None:
         conf = redis_dir / "redis.conf"
         atomic_write(conf, _conf(redis_dir, bind, port, dbs))
         # started from inside a job, the daemon is still nobody's job: the job's end must not kill it
-        from agentkit.procs import NO_JOB
+        from agentkit.procs import outside_jobs_environ
 
-        done = subprocess.run([exe, str(conf)], capture_output=True, text=True, env={**os.environ, **NO_JOB})
+        done = subprocess.run([exe, str(conf)], capture_output=True, text=True, env=outside_jobs_environ())
         target = f"redis://{bind}:{port}/0"
         if done.returncode == 0:
             try:

@@ -148,11 +148,7 @@ def plan(repo, slug: str, base: str | None = None, branch: str | None = None) ->
         problems.append((ExitCode.CONFLICT, f"{path} already exists"))
     if not git.rev(base or "HEAD", repo.root):
         problems.append((ExitCode.USAGE, f"unknown base ref {base or 'HEAD'}"))
-    physical = None
-    target = redis.url(repo)
-    if target and redis.reachable(target):
-        physical = redis.databases(target, repo=repo)
-    band = capacity.load(repo.store.conn, repo.config, physical)
+    band = capacity.load(repo.store.conn, repo.config, capacity.live_physical(repo))
     db = band.first_free()
     grows = db is None
     if grows:

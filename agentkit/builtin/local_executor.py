@@ -6,7 +6,7 @@ import subprocess
 import sys
 import time
 
-from agentkit import jobs, procs
+from agentkit import procs
 from agentkit.errors import AgentkitError
 from agentkit.hookspecs import hookimpl
 
@@ -20,7 +20,7 @@ class LocalExecutor:
         try:
             subprocess.Popen([sys.executable, "-m", "agentkit.supervisor", str(repo.root), str(job["job_id"])],
                              cwd=repo.root, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                             start_new_session=True, env={**jobs.clean_environ(), "PYTHONUNBUFFERED": "1"})
+                             start_new_session=True, env={**procs.outside_jobs_environ(), "PYTHONUNBUFFERED": "1"})
         except OSError as exc:
             raise AgentkitError(f"cannot start a supervisor: {exc.strerror}") from exc
         finally:
