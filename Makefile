@@ -24,10 +24,13 @@ lint: install
 
 docs: install
 	$(BIN)/python -m agentkit.cli.reference > docs/cli.md
+	$(BIN)/python -m agentkit.cli.hookref
+	$(BIN)/python -m agentkit.cli.hookref
 
 bench: install
 	$(BIN)/python bench/cold_start.py
 	$(BIN)/python bench/worktree_new.py
+	$(BIN)/python bench/worktree_scale.py
 	$(BIN)/python bench/task_ready.py
 	$(BIN)/python bench/claims.py
 	$(BIN)/python bench/jobs.py

@@ -1,7 +1,6 @@
 """Claims on tasks: one conditional UPDATE decides each, leases expire, fences stop zombie agents."""
 
 import re
-import secrets
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -24,14 +23,47 @@ def worktree_hint(task: dict) -> str:
     return f"task-{task['id']}" + (f"-{words}"[:40].rstrip("-") if words else "")
 
 
+_ACTIVE_WORK = "state = 'active' AND kind = 'work'"
+
+
+def _new_id() -> str:
+    import secrets  # hashlib and hmac: 3 ms that `snapshot` (which imports this module) need not pay
+
+    return secrets.token_hex(8)
+
+
+def holders(conn, task_id: int | None = None) -> dict[int, dict]:
+    """Active work claims by task id (for one task, or all)."""
+    sql = f"SELECT * FROM claims WHERE {_ACTIVE_WORK}" + (" AND task_id = ?" if task_id is not None else "")
+    return {r["task_id"]: dict(r) for r in conn.execute(sql, (task_id,) if task_id is not None else ())}
+
+
+def is_active(repo, claim_id: str) -> bool:
+    return bool(repo.store.rows("SELECT 1 FROM claims WHERE claim_id = ? AND state = 'active'", (claim_id,)))
+
+
+def task_in(conn, task_id: int) -> dict:
+    """A task as `task show` prints it: the task, its edges, and the claim that holds it (or None)."""
+    return {**tasks.show_in(conn, task_id), "claim": holders(conn, task_id).get(task_id)}
+
+
+def show_task(repo, task_id: int) -> dict:
+    return task_in(repo.store.conn, task_id)
+
+
+def task_status(repo) -> dict:
+    """`task status`: counts, and when nothing is ready the diagnosis, with who holds what."""
+    conn = repo.store.conn
+    return tasks.status_in(conn, holders(conn))
+
+
 def _view(conn, claim: sqlite3.Row | dict) -> dict:
     c = dict(claim)
     task = tasks.show_in(conn, c["task_id"])
-    task.pop("claim", None)
     return {"schema_version": SCHEMA_VERSION, **c, "task": task, "worktree": worktree_hint(task)}
 
 
-def expire_leases(repo, conn, now: float | None = None) -> list[dict]:
+def _expire(repo, conn, now: float | None = None) -> list[dict]:
     """Expired leases: the claim ends as expired; a work task goes back to the pool with attempts + 1."""
     now = now or time.time()
     expired = []
@@ -39,7 +71,7 @@ def expire_leases(repo, conn, now: float | None = None) -> list[dict]:
         conn.execute("UPDATE claims SET state = 'expired', ended_at = ? WHERE claim_id = ?", (now, c["claim_id"]))
         item = {"claim_id": c["claim_id"], "task_id": c["task_id"], "agent": c["agent"], "kind": c["kind"]}
         if c["kind"] == "work":
-            task = tasks.show_in(conn, c["task_id"])
+            task = tasks.get(conn, c["task_id"])
             if task["status"] == "in_progress" and task["claim_id"] == c["claim_id"]:
                 item.update(tasks.record_failure(repo, conn, task, f"lease of {c['agent']} expired", "lease",
                                                  retry_as="pending"))
@@ -59,7 +91,7 @@ def _step(repo) -> Iterator[sqlite3.Connection]:
     with queued_lock(repo.paths.agents, "claims", repo.config["locks.timeout"]):
         conn.execute("BEGIN IMMEDIATE")
         try:
-            expire_leases(repo, conn)
+            _expire(repo, conn)
             conn.execute("SAVEPOINT step")
             try:
                 yield conn
@@ -74,10 +106,11 @@ def _step(repo) -> Iterator[sqlite3.Connection]:
             raise
 
 
-def _new_claim(conn, task_id: int, agent: str, kind: str, lease_s: float, prior_status: str | None = None) -> dict:
+def _new_claim(conn, task_id: int, agent: str, kind: str, lease_s: float, prior_status: str | None = None,
+               claim_id: str | None = None) -> dict:
     now = time.time()
     fence = (conn.execute("SELECT max(fence) FROM claims").fetchone()[0] or 0) + 1
-    claim = {"claim_id": secrets.token_hex(8), "task_id": task_id, "agent": agent, "kind": kind,
+    claim = {"claim_id": claim_id or _new_id(), "task_id": task_id, "agent": agent, "kind": kind,
              "prior_status": prior_status, "fence": fence,
              "state": "active", "lease_expires_at": now + lease_s, "outcome": None, "created_at": now,
              "ended_at": None}
@@ -90,53 +123,51 @@ def _new_claim(conn, task_id: int, agent: str, kind: str, lease_s: float, prior_
 def _not_ready_reason(conn, task: dict) -> str:
     if task["status"] not in tasks.READY_STATUSES:
         return f"it is {task['status']}" + (f" ({task['reason']})" if task.get("reason") else "")
-    stuck = [d for d in tasks.diagnose(conn) if d["id"] == task["id"]]
+    stuck = [d for d in tasks.diagnose(conn, holders(conn)) if d["id"] == task["id"]]
     return tasks.describe_stuck(stuck) if stuck else "it is not ready"
+
+
+def _require_agent(agent: str) -> None:
+    if not agent or not agent.strip():
+        raise usage("--agent NAME is required: a claim records who holds it")
 
 
 def claim(repo, agent: str, task_id: int | None = None, lease: str | None = None) -> dict:
     """Claim task_id, or the best ready task. Same agent again: the same claim back (idempotent)."""
-    if not agent or not agent.strip():
-        raise usage("--agent NAME is required: a claim records who holds it")
+    _require_agent(agent)
     lease_s = _lease(repo, lease)
     with _step(repo) as conn:
-        mine = conn.execute("SELECT * FROM claims WHERE agent = ? AND state = 'active' AND kind = 'work'"
+        mine = conn.execute(f"SELECT * FROM claims WHERE agent = ? AND {_ACTIVE_WORK}"
                             + (" AND task_id = ?" if task_id is not None else "") + " ORDER BY fence LIMIT 1",
                             (agent, task_id) if task_id is not None else (agent,)).fetchone()
         if mine is not None:
             return {**_view(conn, mine), "existing": True}
+        claim_id = _new_id()
         if task_id is not None:
-            task = tasks.show_in(conn, task_id)
-            holder = task["claim"]
+            task = tasks.get(conn, task_id)
+            holder = holders(conn, task_id).get(task_id)
             if holder is not None:
                 raise conflict(f"task {task_id} is already claimed by {holder['agent']} until "
                                f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(holder['lease_expires_at']))}",
                                "pick another task, or wait for the lease to end")
-            candidates = [r for r in tasks.scored_ready(repo, conn, full=False) if r["id"] == task_id]
-            if not candidates:
+            taken = tasks.take(repo, conn, claim_id, task_id)
+            if taken is None:
                 raise AgentkitError(f"task {task_id} is not ready: {_not_ready_reason(conn, task)}",
                                     "see `agentkit task status`", ExitCode.NOTHING_READY)
         else:
-            candidates = tasks.scored_ready(repo, conn, full=False)
-            if not candidates:
-                stuck = tasks.diagnose(conn)
+            taken = tasks.take(repo, conn, claim_id)
+            if taken is None:
+                stuck = tasks.diagnose(conn, holders(conn))
                 why = tasks.describe_stuck(stuck) if stuck else "every task is passing (or there are none)"
                 raise AgentkitError(f"nothing ready:\n  {why}", "see `agentkit task status` for the whole picture",
                                     ExitCode.NOTHING_READY)
-        best = candidates[0]
-        new = _new_claim(conn, best["id"], agent, "work", lease_s, prior_status=best["status"])
-        won = conn.execute("UPDATE tasks SET status = 'in_progress', claim_id = ?, updated_at = ? "
-                           "WHERE id = ? AND claim_id IS NULL AND status IN ('pending', 'failing')",
-                           (new["claim_id"], time.time(), best["id"])).rowcount
-        if won != 1:  # cannot happen under BEGIN IMMEDIATE; refuse loudly rather than double-assign
-            raise conflict(f"task {best['id']} changed under the claim", "run `agentkit claim` again")
-        return {**_view(conn, new), "existing": False, "score": best["score"], "score_parts": best["score_parts"]}
+        new = _new_claim(conn, taken["id"], agent, "work", lease_s, taken["prior_status"], claim_id)
+        return {**_view(conn, new), "existing": False, "score": taken["score"], "score_parts": taken["score_parts"]}
 
 
 def claim_regression(repo, agent: str, count: int = 1, lease: str | None = None) -> dict:
     """Passing tasks to re-verify, least recently verified first, leased so testers do not overlap."""
-    if not agent or not agent.strip():
-        raise usage("--agent NAME is required: a claim records who holds it")
+    _require_agent(agent)
     if count < 1:
         raise usage("--count must be at least 1")
     lease_s = _lease(repo, lease)
@@ -145,30 +176,46 @@ def claim_regression(repo, agent: str, count: int = 1, lease: str | None = None)
                             "ORDER BY fence", (agent,)).fetchall()
         if mine:
             return {"schema_version": SCHEMA_VERSION, "claims": [_view(conn, c) for c in mine], "existing": True}
-        rows = conn.execute(
-            "SELECT id FROM tasks t WHERE status = 'passing' AND NOT EXISTS (SELECT 1 FROM claims c WHERE "
-            "c.task_id = t.id AND c.state = 'active' AND c.kind = 'regression') "
-            "ORDER BY verified_at IS NOT NULL, verified_at, id LIMIT ?", (count,)).fetchall()
-        if not rows:
+        busy = {r[0] for r in conn.execute("SELECT task_id FROM claims WHERE state = 'active' AND kind = 'regression'")}
+        ids = tasks.least_recently_verified(conn, busy, count)
+        if not ids:
             raise AgentkitError("nothing to re-verify: no passing task is free of a regression claim",
                                 "run again once tasks pass", ExitCode.NOTHING_READY)
-        made = [_view(conn, _new_claim(conn, r[0], agent, "regression", lease_s)) for r in rows]
+        made = [_view(conn, _new_claim(conn, task_id, agent, "regression", lease_s)) for task_id in ids]
     return {"schema_version": SCHEMA_VERSION, "claims": made, "existing": False}
+
+
+def _live(conn, c: sqlite3.Row) -> sqlite3.Row:
+    """The one stale-fence check: a claim that ended, or whose lease ran out, may not act (exit 7)."""
+    if c["state"] != "active" or c["lease_expires_at"] < time.time():
+        state = "expired" if c["state"] == "active" else c["state"]
+        holder = conn.execute("SELECT agent, fence FROM claims WHERE task_id = ? AND state = 'active' AND kind = ? "
+                              "AND claim_id != ?", (c["task_id"], c["kind"], c["claim_id"])).fetchone()
+        raise conflict(f"claim {c['claim_id']} (fence {c['fence']}) is {state}"
+                       + (f"; task {c['task_id']} is now held by {holder['agent']} (fence {holder['fence']})"
+                          if holder else ""),
+                       "this agent lost the task: drop its result and claim again")
+    return c
 
 
 def _active(conn, claim_id: str) -> sqlite3.Row:
     c = conn.execute("SELECT * FROM claims WHERE claim_id = ?", (claim_id,)).fetchone()
     if c is None:
         raise not_found(f"unknown claim {claim_id!r}", "claim ids are printed by `agentkit claim`")
-    if c["state"] != "active" or c["lease_expires_at"] < time.time():
-        state = "expired" if c["state"] == "active" else c["state"]
-        holder = conn.execute("SELECT agent, fence FROM claims WHERE task_id = ? AND state = 'active' AND kind = ? "
-                              "AND claim_id != ?", (c["task_id"], c["kind"], claim_id)).fetchone()
-        raise conflict(f"claim {claim_id} (fence {c['fence']}) is {state}"
-                       + (f"; task {c['task_id']} is now held by {holder['agent']} (fence {holder['fence']})"
-                          if holder else ""),
-                       "this agent lost the task: drop its result and claim again")
-    return c
+    return _live(conn, c)
+
+
+def _by_fence(conn, task_id: int, fence: int) -> sqlite3.Row:
+    c = conn.execute("SELECT * FROM claims WHERE fence = ? AND kind = 'work'", (fence,)).fetchone()
+    if c is None or c["task_id"] != task_id:
+        raise conflict(f"fence {fence} never held task {task_id}",
+                       "pass the fence printed by the `agentkit claim` that took this task")
+    return _live(conn, c)
+
+
+def _end_work_claims(conn, task_id: int, outcome: str | None) -> None:
+    conn.execute(f"UPDATE claims SET state = 'released', outcome = ?, ended_at = ? WHERE task_id = ? AND "
+                 f"{_ACTIVE_WORK}", (outcome, time.time(), task_id))
 
 
 def heartbeat(repo, claim_id: str, lease: str | None = None) -> dict:
@@ -186,33 +233,44 @@ def release(repo, claim_id: str, outcome: str | None = None, reason: str | None 
         raise usage(f"unknown outcome {outcome!r}", "choose pass, fail or skip")
     with _step(repo) as conn:
         c = _active(conn, claim_id)
-        now = time.time()
+        task_id = c["task_id"]
         if c["kind"] == "regression":
             conn.execute("UPDATE claims SET state = 'released', outcome = ?, ended_at = ? WHERE claim_id = ?",
-                         (outcome, now, claim_id))
+                         (outcome, time.time(), claim_id))
             if outcome == "pass":
-                conn.execute("UPDATE tasks SET verified_at = ?, updated_at = ? WHERE id = ?", (now, now, c["task_id"]))
+                tasks.mark_verified(conn, task_id)
             elif outcome == "fail":
-                tasks._set_status(conn, c["task_id"], "failing", reason or f"regression found by {c['agent']}")
-            events.record(conn, "claim.released", claim_id, task_id=c["task_id"], outcome=outcome, kind="regression")
-            task = tasks.show_in(conn, c["task_id"])
+                tasks.regressed(conn, task_id, reason or f"regression found by {c['agent']}")
+            events.record(conn, "claim.released", claim_id, task_id=task_id, outcome=outcome, kind="regression")
+            task = tasks.show_in(conn, task_id)
         elif outcome is None:
-            conn.execute("UPDATE claims SET state = 'released', ended_at = ? WHERE claim_id = ?", (now, claim_id))
-            back = c["prior_status"] or "pending"
-            tasks._set_status(conn, c["task_id"], back, reason or tasks._get(conn, c["task_id"])["reason"],
-                              claim_id=None)
-            events.record(conn, "claim.released", claim_id, task_id=c["task_id"], outcome=None)
-            task = tasks.show_in(conn, c["task_id"])
+            _end_work_claims(conn, task_id, None)
+            tasks.put_back(conn, task_id, c["prior_status"] or "pending", reason)
+            events.record(conn, "claim.released", claim_id, task_id=task_id, outcome=None)
+            task = tasks.show_in(conn, task_id)
         else:
-            task = tasks.apply_outcome(repo, conn, c["task_id"], outcome, reason)
-            events.record(conn, "claim.released", claim_id, task_id=c["task_id"], outcome=outcome)
+            _end_work_claims(conn, task_id, outcome)
+            task = tasks.apply_outcome(repo, conn, task_id, outcome, reason)
+            events.record(conn, "claim.released", claim_id, task_id=task_id, outcome=outcome)
         row = dict(conn.execute("SELECT * FROM claims WHERE claim_id = ?", (claim_id,)).fetchone())
-    task.pop("claim", None)
     return {"schema_version": SCHEMA_VERSION, **row, "task": task}
 
 
-def reap(repo) -> dict:
-    """Recover expired leases (idempotent; safe to run from cron or a hook at the same time as others)."""
+def settle(repo, task_id: int, outcome: str, reason: str | None = None, fence: int | None = None) -> dict:
+    """A person's or a script's verdict on a task (`task pass|fail|skip|reset`), ending the claim on it.
+    With a fence, refused (exit 7) unless that fence's claim still holds the task."""
     with repo.store.tx() as conn:
-        expired = expire_leases(repo, conn)
+        tasks.get(conn, task_id)
+        if fence is not None:
+            _by_fence(conn, task_id, fence)
+        _end_work_claims(conn, task_id, outcome)
+        out = tasks.apply_outcome(repo, conn, task_id, outcome, reason)
+        return {**out, "claim": holders(conn, task_id).get(task_id)}
+
+
+def recover_expired(repo) -> dict:
+    """Claims whose lease ran out end as expired; their tasks go back to the pool (idempotent; safe to run
+    from cron or a hook beside other commands)."""
+    with repo.store.tx() as conn:
+        expired = _expire(repo, conn)
     return {"schema_version": SCHEMA_VERSION, "expired_claims": expired}

@@ -34,11 +34,15 @@ def band_target(band: dict) -> int | None:
 
 @hookspec
 def register_provisioners(register):
-    """Offer ways to restart Redis with a new ``databases`` value. Called when provisioning.
+    """Offer ways to restart Redis with a new ``databases`` value. Called by `scale --provision` when a
+    restart is needed, under ``.agents/locks/provision.lock``.
 
     Call ``register(name, restart)`` where ``restart(repo, databases: int) -> None`` restarts the Redis the
-    repo uses so that ``CONFIG GET databases`` answers ``databases`` afterwards, keeping existing keys.
-    Config ``redis.provisioner`` picks one by name (built-ins: ``managed``, ``command``).
+    repo uses so that ``CONFIG GET databases`` answers at least ``databases`` afterwards, keeping existing keys;
+    raise ``AgentkitError`` with a hint on failure (exit 1). Config ``redis.provisioner`` picks one by name
+    (built-ins: ``managed``, ``command``). The first registration of a name wins, and plugins are called before
+    the built-ins, so registering ``managed`` or ``command`` replaces the built-in one (``trylast=True`` would
+    make the built-in win instead).
     """
 
 
@@ -54,22 +58,41 @@ def port_block(slug: str, redis_db: int, config) -> dict | None:
 
 @hookspec
 def worktree_env(worktree: dict, config) -> dict | None:
-    """Extra ``NAME=value`` pairs for a worktree's env file. All answers are merged; on a clash the first
-    answer wins (pluggy calls the plugin registered last first), and plugins win over agentkit's own keys.
+    """Extra ``NAME=value`` pairs for a worktree's env file. Called whenever the env file is (re)written
+    (``new``, ``up``). ``worktree`` has ``slug``, ``path``, ``branch``, ``redis_db``, ``redis_url``,
+    ``ports``, ``env_file``, ``status``.
 
-    Called whenever the env file is (re)written. ``worktree`` has ``slug``, ``path``, ``branch``,
-    ``redis_db``, ``redis_url``, ``ports``.
+    Values pass through ``str()``. All answers are merged over agentkit's own keys (so a plugin may override
+    ``REDIS_URL``); on a clash between plugins the first answer wins, and pluggy calls the plugin registered
+    last first (``tryfirst``/``trylast`` change that).
     """
 
 
 @hookspec
 def worktree_up(worktree: dict, config) -> None:
-    """Bring up a worktree's stack (e.g. start a dev server). Called at the end of `worktree up`."""
+    """Bring up a worktree's stack (a dev server, containers). Called at the end of `worktree up`, after the
+    env file is written; `new` does not call it. Same ``worktree`` dict as ``worktree_env``; an exception
+    fails the command."""
 
 
 @hookspec
 def worktree_removed(worktree: dict, config) -> None:
-    """Tear down what ``worktree_up`` started. Called by `worktree remove` before git removes the folder."""
+    """Tear down what ``worktree_up`` started. Called by `worktree remove` (and `cleanup`, for each worktree it
+    removes) after its checks pass and before git removes the folder and the Redis DB is flushed; not with
+    ``--dry-run``. ``worktree["status"]`` is the stored state (``active``, or ``creating`` for a half-made
+    one), not the `list` status."""
+
+
+@hookspec
+def worktree_users(repo, worktree: dict, released_by: str | None) -> list | None:
+    """Who is using a worktree now, as short strings (``"job(s) [12, 14]"``). All answers are joined; while
+    any is given, `worktree remove` and `cleanup` refuse the worktree (exit 7) unless ``--force``.
+
+    Called by `worktree remove` before anything is changed. ``worktree`` is its stored row (``slug``,
+    ``path``, ``branch``, ``redis_db``, ``status``). ``released_by`` names who is removing it on its own
+    behalf (``"job 12"`` when a job's ``auto`` worktree is released as the job ends), so that user is left
+    out. The built-in names the queued and running jobs whose worktree it is.
+    """
 
 
 @hookspec
@@ -84,30 +107,56 @@ def snapshot_sections(repo) -> dict | None:
 def task_scores(tasks: list) -> list | None:
     """Score ready tasks; higher goes first. The first non-None answer wins.
 
-    Called by `task ready` and `claim` with every ready task as a dict (``id``, ``name``, ``priority``,
-    ``skip_count``, ``attempts``, ``status``, ``category``, ``meta``, and ``dependents``: the number of
-    distinct tasks that depend on it directly or transitively). Return a list of the same length, in the
-    same order, of ``{"score": int, "parts": {name: int}}``. Ties are broken by priority, then id. The
-    built-in score is ``(1000 - priority) + 100 * dependents - 10 * skip_count``.
+    Scores are kept in the state DB: this is called, inside the transaction of a `claim` or `task ready`,
+    with the ready tasks whose score is not known yet: those that became ready, or whose row or
+    ``dependents`` changed since they were scored, and every ready task when the set of plugins
+    implementing this hook changes. So a score must be a function of the task dict alone. Each task has
+    ``id``, ``name``, ``priority``, ``skip_count``, ``attempts``, ``status``, ``category``, ``meta``, and
+    ``dependents``: the number of distinct tasks that depend on it directly or transitively. Return a list of
+    the same length, in the same order, of ``{"score": int, "parts": {name: int}}``; anything else fails the
+    command with exit 1 naming the plugin problem. Ties are broken by priority, then id. The built-in score
+    is ``(1000 - priority) + 100 * dependents - 10 * skip_count`` with parts ``priority``, ``dependents``,
+    ``skips``.
     """
 
 
 @hookspec
 def register_executors(register):
-    """Offer ways to run jobs. Called when a job is dispatched, killed or reaped.
+    """Offer ways to run jobs. Called when jobs are dispatched, polled, killed or reaped.
 
-    Call ``register(name, executor)``; the first registration of a name wins, so a plugin can replace a
-    built-in. Config ``jobs.executor`` (or ``spawn --executor``) picks one by name; the built-in is ``local``.
-    An executor is any object with these three methods (``job`` is the job's row as a dict)::
+    Call ``register(name, executor)``; the first registration of a name wins, and plugins are called before
+    the built-ins, so a plugin can replace ``local``. Config ``jobs.executor`` (or ``spawn --executor``)
+    picks one by name; an unknown name exits 2. The concurrency limit and the FIFO queue are agentkit's: an
+    executor is handed a job only once it holds a slot (state ``running``). An executor is an object with
+    three methods, all called on the machine that holds the state DB, so a job may run anywhere::
 
-        submit(repo, job: dict) -> None
-            Start the job now: its slot is already taken (state ``running``). Run ``job["command"]`` (a list)
-            in ``job["cwd"]``; record the outcome through ``agentkit.jobs.finish(repo, job_id, ...)``. Raise
-            ``AgentkitError`` (exit 1, naming the address) if the backend cannot be reached: the job is then
-            recorded as failed and nothing stays queued.
+        submit(repo, job: dict) -> dict | None
         poll(repo, job: dict) -> dict
-            ``{"alive": bool}``: whether whatever runs the job still exists (`reap` records jobs whose
-            runner died).
-        kill(repo, job: dict, grace: float) -> None
-            Stop the job's whole process tree: TERM, ``grace`` seconds, then KILL.
+        kill(repo, job: dict, grace: float) -> int | None
+
+    ``job`` is the job's row as a dict (``job_id``, ``command``, ``cwd``, ``timeout_s``, ``grace_s``,
+    ``handle``, …).
+
+    - ``submit`` starts the job: ``job["command"]`` (a list) in ``job["cwd"]``, with the environment
+      ``agentkit.jobs.job_env(repo, job)``; for ``--worktree auto`` first
+      ``job = agentkit.jobs.prepare_worktree(repo, job)``. It returns a JSON-able handle (a submission id, an
+      address) that later calls get back as ``job["handle"]``. It raises ``AgentkitError`` naming the address
+      when the backend cannot be reached: the job is recorded as failed, `spawn` exits 1, nothing stays
+      queued.
+    - ``poll`` says where the job is, as ``{"state": …}``: ``"running"``, optionally with ``"started_at"``
+      (epoch seconds its command started, which starts the timeout clock); an end state (``"succeeded"``,
+      ``"failed"``, ``"killed"``, ``"timed_out"``) with ``"exit_code"``, ``"signal"``, ``"reason"`` (each may
+      be None) and ``"log"`` (text to append to the job's log); or ``"lost"`` with a ``"reason"`` when what
+      ran the job is gone without an outcome (agentkit then calls ``kill`` to stop what may be left, and
+      records the job as failed). agentkit records what ``poll`` reports, from `jobs wait`, `jobs kill` and
+      `reap`; the executor never writes the state DB. A runner next to the DB may record the end itself
+      with ``agentkit.jobs.finish`` (the built-in local supervisor does) and is reported ``running`` until
+      it is gone.
+    - ``kill`` stops the job's whole process tree: TERM, ``grace`` seconds, then KILL. It returns how many
+      processes it stopped, if known. A job that ends after agentkit asked for its kill is recorded as
+      ``killed`` (``timed_out`` for a timeout).
+
+    Timeouts count execution only. An executor with ``enforces_timeout = True`` ends jobs at their deadline
+    itself (the local one does); for any other, a poll that finds a job past ``timeout_s`` kills it and
+    records ``timed_out``.
     """

@@ -6,12 +6,16 @@ import time
 from pathlib import Path
 from signal import SIGTERM
 
-from agentkit import durations, events, procs
+from agentkit import durations, events
 from agentkit.errors import AgentkitError, ExitCode, not_found, usage
 
 SCHEMA_VERSION = 1
-STATES = ("queued", "running", "succeeded", "failed", "timed_out", "killed")
+ACTIVE = ("queued", "running")
 FINISHED = ("succeeded", "failed", "timed_out", "killed")
+STATES = (*ACTIVE, *FINISHED)
+_ACTIVE_SQL = f"({', '.join(repr(s) for s in ACTIVE)})"
+_FINISHED_SQL = f"({', '.join(repr(s) for s in FINISHED)})"
+REFRESH_EVERY_S = 0.5  # how often `wait` asks executors where their jobs are
 
 
 def jobs_dir(repo) -> Path:
@@ -28,6 +32,7 @@ def env_file(repo, token: str) -> Path:
 def _job(row) -> dict:
     job = dict(row)
     job["command"] = json.loads(job["command"])
+    job["handle"] = json.loads(job["handle"]) if job.get("handle") else None
     return job
 
 
@@ -98,7 +103,7 @@ def spawn(repo, command: list[str], name: str | None = None, cwd: str | None = N
     """Register a job and start it if a slot is free; past jobs.max_queue_depth, register nothing (exit 8)."""
     import secrets  # hashlib, hmac, random: 4 ms that read-only commands need not pay
 
-    from agentkit import worktrees
+    from agentkit import claims, worktrees
 
     if not command or not command[0]:
         raise usage("spawn needs a command after --", "for example: agentkit spawn -- claude -p 'fix the tests'")
@@ -110,16 +115,12 @@ def spawn(repo, command: list[str], name: str | None = None, cwd: str | None = N
     _executor(repo, executor)
     auto = worktree == "auto"
     if worktree and not auto:
-        rows = repo.store.rows("SELECT path FROM worktrees WHERE slug = ?", (worktrees.validate_slug(worktree),))
-        if not rows:
-            raise not_found(f"unknown worktree {worktree!r}", f"create it with `agentkit worktree new {worktree}`")
-        cwd = rows[0]["path"]
+        cwd = worktrees.get(repo, worktree)["path"]
     if cwd is not None:
         cwd = str(Path(cwd).resolve())
         if not Path(cwd).is_dir():
             raise not_found(f"--cwd {cwd} is not a directory")
-    if claim_id is not None and not repo.store.rows("SELECT 1 FROM claims WHERE claim_id = ? AND state = 'active'",
-                                                     (claim_id,)):
+    if claim_id is not None and not claims.is_active(repo, claim_id):
         raise not_found(f"no active claim {claim_id!r}", "claim a task first: `agentkit claim --agent NAME`")
     from agentkit.state.files import atomic_write
 
@@ -172,11 +173,13 @@ def take_next(repo) -> dict | None:
         return _get(conn, row["job_id"])
 
 
-def dispatch(repo, inline_local: bool = False, raise_for: int | None = None) -> dict | None:
-    """Start queued jobs while slots are free. With `inline_local`, hand back the first local job instead of
-    launching a new supervisor for it: the calling supervisor runs it (a freed slot is reused at once).
-    A job whose executor cannot start it is recorded as failed; for job `raise_for` the error is raised too,
-    after the other queued jobs had their turn."""
+def dispatch(repo, adopt=None, raise_for: int | None = None) -> dict | None:
+    """Start queued jobs (FIFO) while slots are free, each through its executor's `submit`.
+
+    `adopt(job)` lets a runner take a job itself instead (a local supervisor runs the next job of its
+    executor, so a freed slot is reused at once): the first job it accepts is returned, already holding its
+    slot. A job whose executor cannot start it is recorded as failed; for job `raise_for` the error is raised
+    too, after the other queued jobs had their turn."""
     error = None
     while True:
         job = take_next(repo)
@@ -184,14 +187,18 @@ def dispatch(repo, inline_local: bool = False, raise_for: int | None = None) -> 
             if error is not None:
                 raise error
             return None
-        if inline_local and job["executor"] == "local":
+        if adopt is not None and adopt(job):
             return job
         try:
-            _executor(repo, job["executor"]).submit(repo, job)
+            handle = _executor(repo, job["executor"]).submit(repo, job)
         except AgentkitError as exc:
             finish(repo, job["job_id"], "failed", reason=f"executor {job['executor']}: {exc.message}")
             if job["job_id"] == raise_for:
                 error = exc
+            continue
+        if handle is not None:
+            with repo.store.tx() as conn:
+                conn.execute("UPDATE jobs SET handle = ? WHERE job_id = ?", (json.dumps(handle), job["job_id"]))
 
 
 # ---- running (called by the executor) ---------------------------------------------------------------------
@@ -204,12 +211,9 @@ def job_env(repo, job: dict) -> dict:
         saved = {"base": dict(os.environ), "overrides": {}}
     env = dict(saved["base"])
     if job.get("worktree"):
-        rows = repo.store.rows("SELECT env_file FROM worktrees WHERE slug = ?", (job["worktree"],))
-        if rows and rows[0]["env_file"] and Path(rows[0]["env_file"]).is_file():
-            for line in Path(rows[0]["env_file"]).read_text().splitlines():
-                key, sep, value = line.partition("=")
-                if sep and not key.startswith("#"):
-                    env[key] = value
+        from agentkit import worktrees
+
+        env.update(worktrees.env_of(repo, job["worktree"]))
     env.update(saved["overrides"])
     env.update(AGENTKIT_JOB_ID=str(job["job_id"]), AGENTKIT_JOB_TOKEN=job["token"], PYTHONUNBUFFERED="1")
     return env
@@ -232,12 +236,13 @@ def checked_in(repo, job_id: int, supervisor_pid: int, supervisor_started: float
                      (supervisor_pid, supervisor_started, job_id))
 
 
-def started(repo, job_id: int, pid: int | None, pid_started: float | None, supervisor_pid: int,
-            supervisor_started: float | None) -> None:
+def started(repo, job_id: int, pid: int | None, pid_started: float | None, supervisor_pid: int | None,
+            supervisor_started: float | None, at: float | None = None) -> None:
+    """The job's command started (`at`, default now): its timeout clock runs from here."""
     with repo.store.tx() as conn:
         conn.execute("UPDATE jobs SET pid = ?, pid_started = ?, supervisor_pid = ?, supervisor_started = ?, "
                      "started_at = ? WHERE job_id = ?",
-                     (pid, pid_started, supervisor_pid, supervisor_started, time.time(), job_id))
+                     (pid, pid_started, supervisor_pid, supervisor_started, at or time.time(), job_id))
         events.record(conn, "job.started", str(job_id), pid=pid)
 
 
@@ -247,12 +252,12 @@ def finish(repo, job_id: int, state: str, exit_code: int | None = None, signal: 
     outcome and its `auto` worktree removed (unless it has commits to keep) first, so whoever sees the job
     finished also sees those done."""
     job = get(repo, job_id)
-    if job["state"] not in ("queued", "running"):
+    if job["state"] not in ACTIVE:
         return job
     _release_resources(repo, job, state, exit_code, reason)
     with repo.store.tx() as conn:
         done = conn.execute("UPDATE jobs SET state = ?, exit_code = ?, signal = ?, reason = ?, ended_at = ? "
-                            "WHERE job_id = ? AND state IN ('queued', 'running')",
+                            f"WHERE job_id = ? AND state IN {_ACTIVE_SQL}",
                             (state, exit_code, signal, reason, time.time(), job_id)).rowcount
         if done:
             events.record(conn, f"job.{state}", str(job_id), exit_code=exit_code, signal=signal, reason=reason)
@@ -279,20 +284,94 @@ def _release_resources(repo, job: dict, state: str, exit_code: int | None, reaso
 
 def release_auto_worktree(repo, job: dict) -> bool:
     """Remove a job's `auto` worktree unless it has commits (or changes) to keep."""
-    from agentkit import git, worktrees
+    from agentkit import worktrees
 
-    rows = repo.store.rows("SELECT * FROM worktrees WHERE slug = ?", (job["worktree"],))
-    if not rows:
-        return False
-    row = rows[0]
-    head = git.rev(row["branch"], repo.root)
-    if head and head != row["base_commit"]:
+    row = worktrees.find(repo, job["worktree"])
+    if row is None or worktrees.has_new_commits(repo, row):
         return False
     try:
-        worktrees.remove(repo, row["slug"], ending_job=job["job_id"])
+        worktrees.remove(repo, row["slug"], released_by=f"job {job['job_id']}")
         return True
     except AgentkitError:
         return False
+
+
+def active_in(repo, slug: str) -> list[int]:
+    """Queued and running jobs whose worktree is `slug`."""
+    return [r["job_id"] for r in repo.store.rows(f"SELECT job_id FROM jobs WHERE worktree = ? AND state IN "
+                                                 f"{_ACTIVE_SQL} ORDER BY job_id", (slug,))]
+
+
+# ---- what executors report ---------------------------------------------------------------------------------
+
+def _ending(job: dict, state: str) -> str:
+    """A job that ended after agentkit asked for its kill reads as killed, or timed_out for a timeout."""
+    if job["kill_requested_at"] and state != "succeeded":
+        return "timed_out" if job["kill_reason"] == "timeout" else "killed"
+    return state
+
+
+def _request_kill(repo, job_id: int, grace_s: float, reason: str) -> dict:
+    with repo.store.tx() as conn:
+        conn.execute("UPDATE jobs SET kill_requested_at = ?, kill_grace_s = ?, kill_reason = ? WHERE job_id = ? "
+                     "AND state = 'running'", (time.time(), grace_s, reason, job_id))
+        return _get(conn, job_id)
+
+
+def _record_poll(repo, runner, job: dict, report: dict, now: float) -> str | None:
+    """Record what one poll said; returns what changed (`lost`, `timed_out`, an end state) or None."""
+    state = report.get("state")
+    if job["started_at"] is None and (report.get("started_at") or state in FINISHED):
+        # an end seen before any start: it started when it was handed over, as far as anyone here knows
+        started(repo, job["job_id"], report.get("pid"), None, job["supervisor_pid"], job["supervisor_started"],
+                at=float(report.get("started_at") or job["dispatched_at"]))
+        job = get(repo, job["job_id"])
+    if state == "running":
+        overdue = job["timeout_s"] and job["started_at"] and now - job["started_at"] > job["timeout_s"]
+        if overdue and not getattr(runner, "enforces_timeout", False) and not job["kill_requested_at"]:
+            job = _request_kill(repo, job["job_id"], job["grace_s"], "timeout")
+            runner.kill(repo, job, job["grace_s"])
+            after = runner.poll(repo, job)
+            finish(repo, job["job_id"], "timed_out", exit_code=after.get("exit_code"), signal=after.get("signal"),
+                   reason=f"timed out after {job['timeout_s']:g}s")
+            return "timed_out"
+        return None
+    if state in FINISHED:
+        if report.get("log"):
+            with open(job["log_path"], "a") as fh:
+                fh.write(report["log"])
+        finish(repo, job["job_id"], _ending(job, state), exit_code=report.get("exit_code"),
+               signal=report.get("signal"), reason=report.get("reason"))
+        return state
+    if get(repo, job["job_id"])["state"] != "running":  # its runner recorded the end just before it went
+        return None
+    left = runner.kill(repo, job, 2.0)
+    reason = report.get("reason") or f"executor {job['executor']} lost it"
+    if state != "lost":
+        reason = f"executor {job['executor']} answered poll with {report!r}"
+    finish(repo, job["job_id"], "failed", reason=f"{reason}; {left or 0} orphaned process(es) killed")
+    return "lost"
+
+
+def refresh(repo, job_ids: list[int] | None = None) -> dict[int, str]:
+    """Ask each running job's executor where it is (`poll`) and record what it reports: a start, an end, a
+    lost runner (whatever is left is killed), a timeout the executor does not enforce itself. Jobs whose
+    executor is not loaded here are left to a process that has it. Returns {job_id: what changed}."""
+    found = executors(repo)
+    now = time.time()
+    changed = {}
+    sql = "SELECT * FROM jobs WHERE state = 'running'"
+    rows = repo.store.conn.execute(sql).fetchall()
+    for job in [_job(r) for r in rows if job_ids is None or r["job_id"] in job_ids]:
+        runner = found.get(job["executor"])
+        if runner is None:
+            continue
+        what = _record_poll(repo, runner, job, runner.poll(repo, job), now)
+        if what is not None:
+            changed[job["job_id"]] = what
+    if changed:
+        dispatch(repo)  # their slots are free
+    return changed
 
 
 # ---- reading and controlling -----------------------------------------------------------------------------
@@ -305,10 +384,12 @@ def list_jobs(repo, state: str | None = None) -> list[dict]:
 
 
 def wait(repo, job_ids: list[int], any_: bool = False, poll_s: float = 0.05, timeout: float | None = None) -> dict:
-    """Block until the jobs finish (or the first of them, with `any_`); give up after `timeout` seconds."""
+    """Block until the jobs finish (or the first of them, with `any_`); give up after `timeout` seconds.
+    Every REFRESH_EVERY_S their executors are polled, so an outcome only `poll` knows is recorded too."""
     for job_id in job_ids:
         get(repo, job_id)
     deadline = time.monotonic() + timeout if timeout else None
+    next_refresh = time.monotonic() + REFRESH_EVERY_S
     while True:
         jobs = [get(repo, j) for j in job_ids]
         done = [j for j in jobs if j["state"] in FINISHED]
@@ -320,7 +401,11 @@ def wait(repo, job_ids: list[int], any_: bool = False, poll_s: float = 0.05, tim
             return {"schema_version": SCHEMA_VERSION, "jobs": [view(j) for j in jobs], "exit_status": status}
         if deadline and time.monotonic() > deadline:
             raise AgentkitError(f"jobs {job_ids} still not finished after {timeout:g}s",
-                                "see `agentkit jobs list`; `agentkit reap` repairs jobs whose supervisor died")
+                                "see `agentkit jobs list`; `agentkit reap` repairs jobs whose runner died")
+        if time.monotonic() >= next_refresh:  # a queued one waits for any running job to end
+            queued = any(j["state"] == "queued" for j in jobs)
+            refresh(repo, None if queued else [j["job_id"] for j in jobs if j["state"] == "running"])
+            next_refresh = time.monotonic() + REFRESH_EVERY_S
         time.sleep(poll_s)
 
 
@@ -331,11 +416,7 @@ def kill(repo, job_ids: list[int], grace: str | None = None) -> dict:
     for job_id in job_ids:
         get(repo, job_id)
     for job_id in job_ids:
-        with repo.store.tx() as conn:
-            job = _get(conn, job_id)
-            if job["state"] == "running":
-                conn.execute("UPDATE jobs SET kill_requested_at = ?, kill_grace_s = ? WHERE job_id = ?",
-                             (time.time(), grace_s if grace_s is not None else job["grace_s"], job_id))
+        job = get(repo, job_id)
         if job["state"] == "queued":  # it never starts: one conditional update, so no supervisor can take it
             with repo.store.tx() as conn:
                 won = conn.execute("UPDATE jobs SET state = 'killed', signal = ?, reason = 'killed while queued', "
@@ -345,11 +426,12 @@ def kill(repo, job_ids: list[int], grace: str | None = None) -> dict:
                     events.record(conn, "job.killed", str(job_id), reason="killed while queued")
             if won:
                 _release_resources(repo, job, "killed", None, "killed while queued")
-            else:
-                job = get(repo, job_id)  # dispatched meanwhile: stop it as a running job
+            job = get(repo, job_id)  # killed, or dispatched meanwhile: then it is stopped as a running job
         if job["state"] == "running":
-            job = _get(repo.store.conn, job_id)
-            _executor(repo, job["executor"]).kill(repo, job, job["kill_grace_s"])
+            job = _request_kill(repo, job_id, grace_s if grace_s is not None else job["grace_s"], "user")
+            runner = _executor(repo, job["executor"])
+            runner.kill(repo, job, job["kill_grace_s"])
+            refresh(repo, [job_id])  # an executor that reports through poll has the outcome now
         out.append(view(get(repo, job_id)))
     return {"schema_version": SCHEMA_VERSION, "jobs": out}
 
@@ -359,8 +441,8 @@ def prune(repo, older_than: str | None) -> dict:
     age = durations.parse(older_than or repo.config["jobs.ttl"], "--older-than")
     cutoff = time.time() - age
     with repo.store.tx() as conn:
-        rows = conn.execute("SELECT job_id, log_path, token FROM jobs WHERE state IN ('succeeded', 'failed', "
-                            "'timed_out', 'killed') AND ended_at < ?", (cutoff,)).fetchall()
+        rows = conn.execute(f"SELECT job_id, log_path, token FROM jobs WHERE state IN {_FINISHED_SQL} "
+                            "AND ended_at < ?", (cutoff,)).fetchall()
         conn.executemany("DELETE FROM jobs WHERE job_id = ?", [(r["job_id"],) for r in rows])
         if rows:
             events.record(conn, "job.pruned", None, jobs=[r["job_id"] for r in rows])
@@ -372,7 +454,7 @@ def prune(repo, older_than: str | None) -> dict:
 
 def health(repo) -> dict:
     conn = repo.store.conn
-    counts = dict(conn.execute("SELECT state, count(*) FROM jobs WHERE state IN ('queued', 'running') "
+    counts = dict(conn.execute(f"SELECT state, count(*) FROM jobs WHERE state IN {_ACTIVE_SQL} "
                                "GROUP BY state").fetchall())
     oldest = conn.execute("SELECT min(submitted_at) FROM jobs WHERE state = 'queued'").fetchone()[0]
     capacity = repo.config["jobs.max_concurrency"]
@@ -383,34 +465,28 @@ def health(repo) -> dict:
             "oldest_queued_wait_s": round(time.time() - oldest, 3) if oldest else None}
 
 
-def reap(repo) -> dict:
-    """Make job state true again: runners that died, timeouts nobody enforced, auto worktrees left behind,
-    queued jobs with free slots. Idempotent; every change is one conditional update."""
+def recover_lost(repo) -> dict:
+    """Make job state true again: runners that are gone (their leftovers killed), timeouts nobody enforced,
+    `auto` worktrees left behind, queued jobs with free slots. Idempotent; every change is one conditional
+    update."""
+    changed = refresh(repo)
     now = time.time()
+    overdue = []
     found = executors(repo)
-    dead, overdue, worktrees_released = [], [], []
-    for job in [_job(r) for r in repo.store.conn.execute("SELECT * FROM jobs WHERE state = 'running'")]:
+    # the backstop for executors that enforce timeouts themselves (a supervisor that slept through its deadline)
+    for job in [_job(r) for r in repo.store.conn.execute("SELECT * FROM jobs WHERE state = 'running' AND "
+                                                         "timeout_s IS NOT NULL AND started_at IS NOT NULL")]:
         runner = found.get(job["executor"])
-        if runner is None:
-            continue  # its plugin is not loaded here: leave the job to a process that has it
-        if not runner.poll(repo, job)["alive"]:
-            left = procs.with_token(job["token"])
-            procs.terminate(left, 2)
-            what = (f"its runner (pid {job['supervisor_pid']}) died" if job["supervisor_pid"]
-                    else "its runner never started")
-            finish(repo, job["job_id"], "failed", reason=f"{what}; {len(left)} orphaned process(es) killed")
-            dead.append(job["job_id"])
-        elif job["timeout_s"] and job["started_at"] and now - job["started_at"] > job["timeout_s"] + job["grace_s"] + 5:
-            with repo.store.tx() as conn:
-                conn.execute("UPDATE jobs SET kill_requested_at = ?, kill_grace_s = ? WHERE job_id = ?",
-                             (now, job["grace_s"], job["job_id"]))
-            runner.kill(repo, _get(repo.store.conn, job["job_id"]), job["grace_s"])
+        if runner is not None and now - job["started_at"] > job["timeout_s"] + job["grace_s"] + 5:
+            job = _request_kill(repo, job["job_id"], job["grace_s"], "backstop")
+            runner.kill(repo, job, job["grace_s"])
             overdue.append(job["job_id"])
+    released = []
     for job in [_job(r) for r in repo.store.conn.execute(
-            "SELECT j.* FROM jobs j JOIN worktrees w ON w.slug = j.worktree "
-            "WHERE j.worktree_auto = 1 AND j.state IN ('succeeded', 'failed', 'timed_out', 'killed')")]:
+            f"SELECT * FROM jobs WHERE worktree_auto = 1 AND worktree IS NOT NULL AND state IN {_FINISHED_SQL}")]:
         if release_auto_worktree(repo, job):
-            worktrees_released.append(job["worktree"])
+            released.append(job["worktree"])
     dispatch(repo)
-    return {"schema_version": SCHEMA_VERSION, "dead_supervisors": dead, "timed_out": overdue,
-            "worktrees_released": worktrees_released}
+    return {"schema_version": SCHEMA_VERSION, "dead_supervisors": [j for j, what in changed.items() if what == "lost"],
+            "timed_out": overdue + [j for j, what in changed.items() if what == "timed_out"],
+            "worktrees_released": released}

@@ -15,7 +15,8 @@ DEFAULT_PLUGINS = (
     "agentkit.builtin.ports",
     "agentkit.builtin.provisioners",
     "agentkit.builtin.scoring",
-    "agentkit.builtin.local_executor",
+    "agentkit.builtin.local",
+    "agentkit.builtin.worktree_jobs",
 )
 
 _manager: pluggy.PluginManager | None = None

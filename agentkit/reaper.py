@@ -3,8 +3,9 @@
 from agentkit import claims, jobs
 
 
-def reap(repo) -> dict:
-    """Expired claims back to the pool; dead supervisors, unenforced timeouts, leftover auto worktrees and
+def recover(repo) -> dict:
+    """Expired claims back to the pool; lost runners, unenforced timeouts, leftover auto worktrees and
     queued jobs with free slots handled. Safe to run concurrently, from cron or a git hook."""
-    return {"schema_version": 1, **claims.reap(repo), **{k: v for k, v in jobs.reap(repo).items()
-                                                          if k != "schema_version"}}
+    out = {"schema_version": 1, **claims.recover_expired(repo)}
+    out.update({k: v for k, v in jobs.recover_lost(repo).items() if k != "schema_version"})
+    return out

@@ -3,7 +3,6 @@
 import json
 import os
 import shutil
-import socket
 import subprocess
 import time
 from pathlib import Path
@@ -101,6 +100,17 @@ def live_databases(repo, target: str) -> int:
     return databases(target, repo=repo)
 
 
+def databases_if_up(repo) -> int | None:
+    """`databases` of the running Redis, or None if it is not started or does not answer."""
+    target = url(repo)
+    if target is None:
+        return None
+    try:
+        return live_databases(repo, target)
+    except AgentkitError:
+        return None
+
+
 def flush(target: str, db: int, repo=None) -> None:
     client(target, db=db, repo=repo).flushdb()
 
@@ -119,6 +129,8 @@ def wait_ready(target: str, timeout: float = 10.0) -> None:
 
 def reachable(target: str, timeout: float = 0.3) -> bool:
     """A TCP (or unix socket) connect, without importing the client: enough for a status line."""
+    import socket  # 3 ms that commands which never connect need not pay
+
     parts = urlsplit(target)
     try:
         if parts.scheme == "unix":
@@ -171,12 +183,16 @@ def managed_pid(repo) -> int | None:
 
 
 def _free_port(bind: str) -> int:
+    import socket  # 3 ms that commands which never connect need not pay
+
     with socket.socket() as sock:
         sock.bind((bind, 0))
         return sock.getsockname()[1]
 
 
 def _port_free(bind: str, port: int) -> bool:
+    import socket  # 3 ms that commands which never connect need not pay
+
     with socket.socket() as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as redis-server does: TIME_WAIT is free
         try:

@@ -1,6 +1,6 @@
 """One read of everything a dashboard or script wants to know, as a versioned document."""
 
-from agentkit import capacity, jobs, redis, tasks, worktrees
+from agentkit import capacity, claims, jobs, redis, worktrees
 
 SCHEMA_VERSION = 1
 
@@ -15,7 +15,7 @@ def snapshot(repo) -> dict:
            "capacity": {k: v for k, v in cap.items() if k != "slots"},
            "redis": {"url": redis.redacted(red["url"]) if red["url"] else None,
                      "managed": red["managed"], "running": red["running"]},
-           "tasks": {k: v for k, v in tasks.status(repo).items() if k != "schema_version"},
+           "tasks": {k: v for k, v in claims.task_status(repo).items() if k != "schema_version"},
            "jobs": {**{k: v for k, v in jobs.health(repo).items() if k != "schema_version"},
                     "active_jobs": jobs.list_jobs(repo, "running") + jobs.list_jobs(repo, "queued")}}
     for section in repo.hook.snapshot_sections(repo=repo):

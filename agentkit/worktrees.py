@@ -5,8 +5,8 @@ import re
 import time
 from pathlib import Path
 
-from agentkit import capacity, events, failpoints, git, procs, redis
-from agentkit.errors import AgentkitError, ExitCode, conflict, not_found, usage
+from agentkit import band, events, failpoints, git, procs, redis
+from agentkit.errors import AgentkitError, conflict, not_found, usage
 from agentkit.state.files import atomic_write
 
 SLUG_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
@@ -32,9 +32,47 @@ def _branch(repo, slug: str, branch: str | None) -> str:
     return name
 
 
-def _row(repo, slug: str) -> dict | None:
+def find(repo, slug: str) -> dict | None:
+    """A worktree's stored row, or None."""
     rows = repo.store.rows("SELECT * FROM worktrees WHERE slug = ?", (slug,))
     return rows[0] if rows else None
+
+
+def get(repo, slug: str) -> dict:
+    """A worktree's stored row; exit 6 if agentkit does not manage it."""
+    row = find(repo, validate_slug(slug))
+    if row is None:
+        raise not_found(f"unknown worktree {slug!r}", f"create it with `agentkit worktree new {slug}`")
+    return row
+
+
+def slots(conn) -> dict[int, str]:
+    """The Redis slots worktrees hold: {redis_db: slug} (the band's `used`)."""
+    return {r[0]: r[1] for r in conn.execute("SELECT redis_db, slug FROM worktrees WHERE redis_db IS NOT NULL")}
+
+
+def _write_mirror(repo) -> None:
+    band.write_mirror(repo, slots)
+
+
+def env_of(repo, slug: str) -> dict[str, str]:
+    """The NAME=value pairs of a worktree's env file ({} if it has none)."""
+    row = find(repo, slug)
+    path = Path(row["env_file"]) if row and row["env_file"] else None
+    if path is None or not path.is_file():
+        return {}
+    out = {}
+    for line in path.read_text().splitlines():
+        key, sep, value = line.partition("=")
+        if sep and not key.startswith("#"):
+            out[key] = value
+    return out
+
+
+def has_new_commits(repo, row: dict) -> bool:
+    """Does the worktree's branch have commits past the one it was made from?"""
+    head = git.rev(row["branch"], repo.root)
+    return bool(head) and head != row["base_commit"]
 
 
 def _ports(repo, slug: str, db: int) -> dict:
@@ -86,7 +124,7 @@ def _allocate_row(repo, slug: str, path: Path, branch: str, base_commit: str | N
         existing = conn.execute("SELECT * FROM worktrees WHERE slug = ?", (slug,)).fetchone()
         if existing is not None and existing["redis_db"] is not None:
             return dict(existing), None
-        db, change = capacity.allocate(repo, conn, physical, slug)
+        db, change = band.allocate(repo, conn, physical, slug, slots(conn))
         ports = _ports(repo, slug, db)
         if ports["base"] < 1 or ports["base"] + ports["count"] > 65536:
             raise usage(f"the port block for redis db {db} ({ports['base']}+{ports['count']}) is outside 1-65535",
@@ -130,50 +168,54 @@ def _git_add(repo, path: Path, branch: str, base_commit: str) -> bool:
 def _drop_row(repo, slug: str, kind: str, **data) -> dict | None:
     with repo.store.tx() as conn:
         conn.execute("DELETE FROM worktrees WHERE slug = ?", (slug,))
-        change = capacity.release(repo, conn, slug)
+        change = band.shrink_after_release(repo, conn, slug, slots(conn))
         events.record(conn, kind, slug, **data)
-    capacity.write_mirror(repo)
+    _write_mirror(repo)
     return change
+
+
+def _preflight(repo, slug: str, base: str | None, branch: str | None) -> dict:
+    """What `new` checks before it changes anything: the slug, branch, folder and base ref; the problems found
+    (each with the exit code `new` gives for it), so `plan` can list them all and `new` stops at the first."""
+    validate_slug(slug)
+    branch = _branch(repo, slug, branch)
+    path = root_dir(repo) / slug
+    problems: list[AgentkitError] = []
+    if find(repo, slug):
+        problems.append(conflict(f"worktree {slug} already exists",
+                                 f"use `agentkit worktree up {slug}` to bring it up"))
+    if path.exists():
+        problems.append(conflict(f"{path} already exists", "choose another slug or remove that folder"))
+    base_commit = git.rev(base or "HEAD", repo.root)
+    if not base_commit:
+        problems.append(usage(f"unknown base ref {base or 'HEAD'!r}", "pass --base with a branch, tag or commit"))
+    return {"branch": branch, "path": path, "base_commit": base_commit, "problems": problems}
 
 
 def plan(repo, slug: str, base: str | None = None, branch: str | None = None) -> dict:
     """What `new` would do, changing nothing."""
-    validate_slug(slug)
-    branch = _branch(repo, slug, branch)
-    path = root_dir(repo) / slug
-    problems: list[tuple[int, str]] = []  # (the exit code `new` would give, why)
-    if _row(repo, slug):
-        problems.append((ExitCode.CONFLICT, f"worktree {slug} already exists"))
-    if path.exists():
-        problems.append((ExitCode.CONFLICT, f"{path} already exists"))
-    if not git.rev(base or "HEAD", repo.root):
-        problems.append((ExitCode.USAGE, f"unknown base ref {base or 'HEAD'}"))
-    band = capacity.load(repo.store.conn, repo.config, capacity.live_physical(repo))
-    db = band.first_free()
+    pre = _preflight(repo, slug, base, branch)
+    problems = pre["problems"]
+    conn = repo.store.conn
+    preview = band.load(conn, repo.config, slots(conn), redis.databases_if_up(repo))
+    db = preview.first_free()
     grows = db is None
     if grows:
-        after = repo.hook.band_target(band=band.view(1))
-        band.current = max(band.current, min(after or band.current, band.ceiling))
-        db = band.first_free()
+        band.preview_growth(repo, preview)
+        db = preview.first_free()
         if db is None:
-            problems.append((ExitCode.CAPACITY, capacity.full_error(band).message))
-    return {"schema_version": SCHEMA_VERSION, "slug": slug, "path": str(path), "branch": branch,
-            "branch_exists": git.branch_exists(branch, repo.root), "redis_db": db, "band_grows": grows,
-            "band": band.summary(), "ok": not problems, "problems": [m for _, m in problems],
-            "exit_code": int(problems[0][0]) if problems else 0}
+            problems.append(band.full_error(preview))
+    return {"schema_version": SCHEMA_VERSION, "slug": slug, "path": str(pre["path"]), "branch": pre["branch"],
+            "branch_exists": git.branch_exists(pre["branch"], repo.root), "redis_db": db, "band_grows": grows,
+            "band": preview.summary(), "ok": not problems, "problems": [p.message for p in problems],
+            "exit_code": int(problems[0].code) if problems else 0}
 
 
 def new(repo, slug: str, base: str | None = None, branch: str | None = None) -> dict:
-    validate_slug(slug)
-    branch = _branch(repo, slug, branch)
-    path = root_dir(repo) / slug
-    if _row(repo, slug):
-        raise conflict(f"worktree {slug} already exists", f"use `agentkit worktree up {slug}` to bring it up")
-    if path.exists():
-        raise conflict(f"{path} already exists", "choose another slug or remove that folder")
-    base_commit = git.rev(base or "HEAD", repo.root)
-    if not base_commit:
-        raise usage(f"unknown base ref {base or 'HEAD'!r}", "pass --base with a branch, tag or commit")
+    pre = _preflight(repo, slug, base, branch)
+    if pre["problems"]:
+        raise pre["problems"][0]
+    branch, path, base_commit = pre["branch"], pre["path"], pre["base_commit"]
     base_url = redis.ensure(repo)
     physical = redis.databases(base_url, repo=repo)
     row, change = _allocate_row(repo, slug, path, branch, base_commit, physical, "creating")
@@ -190,7 +232,7 @@ def new(repo, slug: str, base: str | None = None, branch: str | None = None) -> 
     except BaseException as exc:
         _undo_new(repo, slug, path, branch if made_branch else None, exc)
         raise
-    capacity.write_mirror(repo)
+    _write_mirror(repo)
     return {"schema_version": SCHEMA_VERSION, **wt, "band_change": change}
 
 
@@ -220,7 +262,7 @@ def _git_worktree(repo, path: str) -> dict | None:
 def up(repo, slug: str) -> dict:
     """Make sure a worktree exists with its allocation and env file; adopt one git knows but agentkit does not."""
     validate_slug(slug)
-    row = _row(repo, slug)
+    row = find(repo, slug)
     if row is None:
         prefix = repo.config["worktrees.branch_prefix"]
         known = next((w for w in git.worktrees(repo.root)[1:]
@@ -258,7 +300,7 @@ def up(repo, slug: str) -> dict:
         _write_env(repo, wt)
         with repo.store.tx() as conn:
             events.record(conn, "worktree.up", slug)
-    capacity.write_mirror(repo)
+    _write_mirror(repo)
     repo.hook.worktree_up(worktree=wt, config=repo.config)
     return {"schema_version": SCHEMA_VERSION, **wt, "repaired": repaired, "band_change": change}
 
@@ -305,22 +347,23 @@ def list_all(repo) -> list[dict]:
     return out
 
 
-def remove(repo, slug: str, force: bool = False, dry_run: bool = False, ending_job: int | None = None) -> dict:
-    """Flush the slot, release slot and ports, remove the worktree; refuse uncommitted work unless forced."""
+def remove(repo, slug: str, force: bool = False, dry_run: bool = False, released_by: str | None = None) -> dict:
+    """Flush the slot, release slot and ports, remove the worktree; refuse uncommitted work unless forced.
+
+    Refused while the worktree_users hook names a user of it, except `released_by` (a job removing its own)."""
     validate_slug(slug)
-    row = _row(repo, slug)
+    row = find(repo, slug)
     if row is None:
         raise not_found(f"unknown worktree {slug!r}",
                         "see `agentkit worktree list`; a worktree shown as unmanaged can be adopted with `up`")
     if row["status"] == "creating" and _creator_alive(row):
         raise conflict(f"worktree {slug} is being created by pid {row['creator_pid']}",
                        "wait for that command to finish, then remove it")
-    busy = [r["job_id"] for r in repo.store.rows(
-        "SELECT job_id FROM jobs WHERE worktree = ? AND state IN ('queued', 'running') AND job_id IS NOT ?",
-        (slug, ending_job))]
-    if busy and not force:
-        raise conflict(f"worktree {slug} is in use by job(s) {busy}",
-                       f"wait for them (`agentkit jobs wait {' '.join(map(str, busy))}`) or kill them first")
+    users = [u for answer in repo.hook.worktree_users(repo=repo, worktree=row, released_by=released_by)
+             for u in answer or ()]
+    if users and not force:
+        raise conflict(f"worktree {slug} is in use by {', '.join(users)}",
+                       "wait for them to finish (`agentkit jobs wait ID`) or stop them first, or pass --force")
     path = Path(row["path"])
     in_git = _git_worktree(repo, row["path"]) is not None and path.is_dir()
     changes = git.dirty(path) if in_git else []
@@ -331,12 +374,12 @@ def remove(repo, slug: str, force: bool = False, dry_run: bool = False, ending_j
     head = git.rev(row["branch"], repo.root)
     # delete only a branch agentkit made, and only when nothing on it would be lost
     nothing_new = bool(head) and (head == row["base_commit"] or git.is_ancestor(head, "HEAD", repo.root))
-    plan = {"schema_version": SCHEMA_VERSION, "slug": slug, "path": str(path), "branch": row["branch"],
+    steps = {"schema_version": SCHEMA_VERSION, "slug": slug, "path": str(path), "branch": row["branch"],
             "redis_db": row["redis_db"],
             "flush": row["redis_db"] is not None, "remove_worktree": in_git,
             "delete_branch": bool(row["branch_created"]) and nothing_new, "discard_changes": len(changes)}
     if dry_run:
-        return {**plan, "dry_run": True}
+        return {**steps, "dry_run": True}
     base_url = None
     if row["redis_db"] is not None:
         try:  # Redis must answer before anything is removed, so a refusal leaves all as it was
@@ -352,7 +395,7 @@ def remove(repo, slug: str, force: bool = False, dry_run: bool = False, ending_j
         if in_git:
             git.run(["worktree", "remove", *(["--force"] if force else []), str(path)], repo.root)
         git.run(["worktree", "prune"], repo.root, check=False)
-        if plan["delete_branch"]:
+        if steps["delete_branch"]:
             git.run(["branch", "-D", row["branch"]], repo.root, check=False)
     flushed = False
     if base_url is not None:
@@ -360,7 +403,7 @@ def remove(repo, slug: str, force: bool = False, dry_run: bool = False, ending_j
             redis.flush(base_url, row["redis_db"], repo=repo)
         flushed = True
     change = _drop_row(repo, slug, "worktree.removed", redis_db=row["redis_db"], flushed=flushed)
-    return {**plan, "flushed": flushed, "band_change": change}
+    return {**steps, "flushed": flushed, "band_change": change}
 
 
 def cleanup(repo, merged: bool = True, stale_days: int | None = None, dry_run: bool = False) -> dict:

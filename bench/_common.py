@@ -18,6 +18,9 @@ from pathlib import Path
 
 # The console script next to the running interpreter: the one of the venv agentkit is installed in.
 AGENTKIT = Path(sys.executable).parent / "agentkit"
+# The same CLI as a module of the running interpreter: the agentkit its sys.path finds, PYTHONPATH first (so a
+# bench can be pointed at another checkout with PYTHONPATH=/that/checkout, subprocesses included).
+AGENTKIT_CLI = [sys.executable, "-m", "agentkit.cli"]
 
 GIT_IDENTITY = {"GIT_AUTHOR_NAME": "bench", "GIT_AUTHOR_EMAIL": "bench@example.com",
                 "GIT_COMMITTER_NAME": "bench", "GIT_COMMITTER_EMAIL": "bench@example.com"}
@@ -68,6 +71,13 @@ def timed(cmd: list, cwd: Path) -> float:
     return time.perf_counter() - start
 
 
+def timed_run(cmd: list, cwd: Path) -> tuple[float, subprocess.CompletedProcess]:
+    """`run(cmd, cwd)` and the seconds it took (time.perf_counter), for a timed command whose output is checked."""
+    start = time.perf_counter()
+    done = run(cmd, cwd)
+    return time.perf_counter() - start, done
+
+
 def git_init(path: Path, branch: str | None = None) -> None:
     """Make `path` (and missing parents) and `git init` it, on `branch` if given (else git's default)."""
     path.mkdir(parents=True)
@@ -78,6 +88,26 @@ def empty_repo(path: Path) -> None:
     """A new git repo at `path` with one empty commit."""
     git_init(path)
     run(["git", "commit", "-q", "--allow-empty", "-m", "init"], path)
+
+
+def files_repo(path: Path, files: int) -> None:
+    """A new git repo at `path`: `files` small files in 10 x 10 nested folders, one commit on main (written with
+    `git fast-import`), checked out."""
+    git_init(path, branch="main")
+    per_dir = max(1, math.ceil(files / 100))
+    chunks = [b"commit refs/heads/main\ncommitter bench <bench@example.com> 1700000000 +0000\n",
+              f"data {len(f'{files}-file fixture')}\n{files}-file fixture\n".encode()]
+    for i in range(files):
+        top, sub, n = i // (per_dir * 10), (i // per_dir) % 10, i % per_dir
+        body = f"# file {i}\nvalue = {i * 7919 % 100003}\n".encode()
+        chunks.append(f"M 100644 inline pkg{top:02d}/mod{sub:02d}/f{n:04d}.py\ndata {len(body)}\n".encode()
+                      + body + b"\n")
+    chunks.append(b"done\n")
+    run(["git", "fast-import", "--quiet", "--done"], path, stdin=b"".join(chunks))
+    run(["git", "reset", "-q", "--hard", "main"], path)
+    count = len(run(["git", "ls-files"], path).stdout.splitlines())
+    if count != files:
+        raise SystemExit(f"fixture has {count} files, expected {files}")
 
 
 # ---- temp dirs and managed Redis ----------------------------------------------------------------------------
@@ -102,13 +132,15 @@ def temp_dir(prefix: str, keep: bool, parent: Path | None = None) -> Iterator[Pa
 
 
 @contextmanager
-def managed_redis(repo: Path) -> Iterator[None]:
-    """`agentkit redis start` in repo (not timed); `agentkit redis stop` on exit, whatever happened."""
-    run([AGENTKIT, "redis", "start"], repo)
+def managed_redis(repo: Path, cli: list | None = None) -> Iterator[None]:
+    """`agentkit redis start` in repo (not timed); `agentkit redis stop` on exit, whatever happened. `cli` is the
+    command that runs agentkit (default the console script AGENTKIT; AGENTKIT_CLI for the module)."""
+    cli = cli or [AGENTKIT]
+    run([*cli, "redis", "start"], repo)
     try:
         yield
     finally:
-        subprocess.run([str(AGENTKIT), "redis", "stop"], cwd=repo, capture_output=True, env=ENV)
+        subprocess.run([str(c) for c in [*cli, "redis", "stop"]], cwd=repo, capture_output=True, env=ENV)
 
 
 # ---- arguments ------------------------------------------------------------------------------------------

@@ -11,10 +11,12 @@ subprocess.run:
     python -c "pass"                     shown for reference only (the bare interpreter floor)
 
 One untimed warm-up round runs first, so .pyc files and the page cache are warm: "cold" means a new process,
-not a cold disk. It also runs `python -X importtime -m agentkit.cli snapshot --json` once and reports which of
+not a cold disk. It also runs `agentkit snapshot --json` once under `python -X importtime` and reports which of
 redis, rich, sqlite_utils, psutil and yaml that command imported (a JSON snapshot needs none of them in
-principle), plus its costliest imports. AGENTKIT_* variables are dropped from the environment so the defaults
-are measured.
+principle), plus its costliest imports. Which modules were imported is read from sys.modules at exit (exact);
+-X importtime gives the times but has no line for a module loaded with importlib.import_module (only for the
+modules that one imports in turn). AGENTKIT_* variables are dropped from the environment so the defaults are
+measured. The first line shows the load average: on a busy machine, compare ratios from the same run only.
 
 Goal: median(command) / median(import typer) <= 1.5x, for each of the two commands.
 
@@ -33,6 +35,7 @@ from _common import (
     add_rounds_args,
     check_rounds,
     git_init,
+    machine,
     managed_redis,
     pct,
     require_agentkit,
@@ -43,18 +46,33 @@ from _common import (
 
 GOAL = 1.5
 WATCHED = ["redis", "rich", "sqlite_utils", "psutil", "yaml"]
+# `python -m agentkit.cli snapshot --json`, then the names in sys.modules on stderr, one per "module: " line.
+PROFILED = """\
+import runpy, sys
+sys.argv = ["agentkit", "snapshot", "--json"]
+code = 0
+try:
+    runpy.run_module("agentkit.cli", run_name="__main__")
+except SystemExit as exc:
+    code = exc.code
+sys.stderr.write("".join(f"module: {name}\\n" for name in list(sys.modules)))
+sys.exit(code)
+"""
 
 
-def import_profile(repo: Path) -> list[tuple[int, int, str]]:
-    """(cumulative us, nesting depth, module) for every import `python -m agentkit.cli snapshot --json` makes."""
-    done = run([sys.executable, "-X", "importtime", "-m", "agentkit.cli", "snapshot", "--json"], repo)
-    rows = []
+def import_profile(repo: Path) -> tuple[list[tuple[int, int, str]], set[str]]:
+    """(cumulative us, nesting depth, module) for every import `agentkit snapshot --json` makes, as -X importtime
+    reports them, and the names of all modules it had imported when it ended."""
+    done = run([sys.executable, "-X", "importtime", "-c", PROFILED], repo)
+    rows, loaded = [], set()
     for line in done.stderr.decode(errors="replace").splitlines():
+        if line.startswith("module: "):
+            loaded.add(line.removeprefix("module: "))
         if not line.startswith("import time:") or "self [us]" in line:
             continue
         _, cumulative, name = line.split("|", 2)
         rows.append((int(cumulative), (len(name) - len(name.lstrip(" ")) - 1) // 2, name.strip()))
-    return rows
+    return rows, loaded
 
 
 def main() -> int:
@@ -92,12 +110,12 @@ def main() -> int:
                     secs = timed(commands[name], repo)
                     if i >= args.warmup:
                         times[name].append(secs)
-            imports = import_profile(repo)
+            imports, loaded = import_profile(repo)
 
     med = {name: statistics.median(v) for name, v in times.items()}
     base = med["import typer"]
     print(f"cold start, {args.rounds} rounds (+{args.warmup} warm-up), order rotated; "
-          f"repo with 3 worktrees, managed Redis running")
+          f"repo with 3 worktrees, managed Redis running; {machine()}")
     print(f"{'':<22}{'median':>10}{'p90':>10}{'vs typer':>10}")
     for name in names:
         print(f"{name:<22}{med[name] * 1000:8.1f}ms{pct(times[name], 0.9) * 1000:8.1f}ms{med[name] / base:9.2f}x")
@@ -111,7 +129,10 @@ def main() -> int:
     print()
     print("modules `agentkit snapshot --json` imports (cumulative import time under -X importtime):")
     for mod in WATCHED:
-        print(f"  {mod:<13}" + (f"imported  {by_name[mod] / 1000:6.1f} ms" if mod in by_name else "not imported"))
+        if mod not in loaded:
+            print(f"  {mod:<13}not imported")
+        else:
+            print(f"  {mod:<13}imported  " + (f"{by_name[mod] / 1000:6.1f} ms" if mod in by_name else "(no time)"))
     print(f"its {args.top} costliest imports (cumulative, nested ones included):")
     for cumulative, depth, name in sorted(imports, reverse=True)[:args.top]:
         print(f"  {cumulative / 1000:6.1f} ms  {'  ' * depth}{name}")

@@ -1,11 +1,14 @@
-"""`agentkit install-docs`: AGENTS.md gets agentkit's section; the user's own text is kept."""
+"""Docs that match the code: `agentkit install-docs`, and the generated references in docs/."""
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
-from agentkit import docs
+from agentkit import docs, hookspecs
+
+DOCS = Path(__file__).resolve().parents[1] / "docs"
 
 
 def test_install_docs_creates_then_refreshes_keeping_user_text(repo, cli):
@@ -32,3 +35,24 @@ def test_bin_shim_and_console_script(repo):
     script = Path(sys.executable).parent / "install-agent-docs"
     done = subprocess.run([str(script), "--check"], cwd=repo, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
+
+
+def test_cli_reference_is_current():
+    from agentkit.cli.reference import render
+
+    assert (DOCS / "cli.md").read_text() == render(), "regenerate: python -m agentkit.cli.reference > docs/cli.md"
+
+
+def test_plugins_hook_reference_is_current():
+    from agentkit.cli.hookref import render
+
+    text = (DOCS / "plugins.md").read_text()
+    assert text == render(text), "regenerate: python -m agentkit.cli.hookref (rewrites docs/plugins.md in place)"
+
+
+def test_every_hook_has_a_section_and_every_section_is_a_hook():
+    specs = [name for name, fn in vars(hookspecs).items() if hasattr(fn, "agentkit_spec")]
+    sections = re.findall(r"^### (\S+)$", (DOCS / "plugins.md").read_text(), re.M)
+    assert "band_target" in specs and "register_executors" in specs
+    assert sorted(set(specs) - set(sections)) == [], "hooks without a section in docs/plugins.md"
+    assert sorted(set(sections) - set(specs)) == [], "sections in docs/plugins.md that are not hooks"

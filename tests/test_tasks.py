@@ -6,7 +6,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from agentkit import tasks
+from agentkit import claims, tasks
 from agentkit.errors import AgentkitError, ExitCode
 from agentkit.repo import Repo
 from tests.conftest import write_plugin
@@ -28,7 +28,7 @@ def test_ready_set_of_the_issue_example(r):
         tasks.add(r, name)
     tasks.dep_add(r, 3, 1)
     tasks.dep_add(r, 4, 2)
-    tasks.set_outcome(r, 1, "pass")
+    claims.settle(r, 1, "pass")
     assert sorted(ids(tasks.ready(r))) == [2, 3]
 
 
@@ -43,10 +43,10 @@ def test_chain_and_diamond_ordering_and_score_parts(r):
     assert ids(ready) == [1, 5]
     assert ready[0]["score"] == 300 and ready[0]["score_parts"] == {"priority": 0, "dependents": 300, "skips": 0}
     assert ready[1]["score"] == 100
-    tasks.set_outcome(r, 1, "pass")
+    claims.settle(r, 1, "pass")
     ready = tasks.ready(r)
     assert ids(ready) == [5, 2, 3], "all score 100: ties broken by priority (900 first), then id"
-    tasks.set_outcome(r, 2, "skip")
+    claims.settle(r, 2, "skip")
     ready = tasks.ready(r)
     assert ids(ready) == [5, 3, 2] and ready[2]["score"] == 90 and ready[2]["score_parts"]["skips"] == -10
 
@@ -71,13 +71,10 @@ def test_self_and_unknown_dependencies_are_refused(repo, cli):
     assert [t["name"] for t in cli("task", "list", "--json").json["tasks"]] == ["a"], "nothing half-added"
 
 
-def test_thousand_deep_chain(r):
-    r.store.conn.execute("BEGIN IMMEDIATE")
-    for i in range(1, 1001):
-        tasks._insert(r.store.conn, f"t{i}", 1000, "", "", [], {})
-        if i > 1:
-            r.store.conn.execute("INSERT INTO task_deps VALUES (?, ?)", (i, i - 1))
-    r.store.conn.execute("COMMIT")
+def test_thousand_deep_chain(r, tmp_path):
+    chain = [{"id": i, "name": f"t{i}", "depends_on": [i - 1] if i > 1 else []} for i in range(1, 1001)]
+    (tmp_path / "chain.json").write_text(json.dumps(chain))
+    tasks.import_file(r, tmp_path / "chain.json")
     ready = tasks.ready(r)
     assert ids(ready) == [1] and ready[0]["score_parts"]["dependents"] == 99_900
     with pytest.raises(AgentkitError) as exc:
@@ -210,13 +207,13 @@ def test_no_cycle_is_ever_accepted_and_ready_means_deps_pass(repo, edges, passin
                 accepted.add((a, b))
             except AgentkitError as exc:
                 assert exc.code == ExitCode.USAGE
-        deps = tasks._deps(conn)
+        deps = tasks.deps_map(conn)
         assert tasks.find_cycle(list(range(1, 13)), deps) is None
         for a, b in edges:  # every refusal was a real cycle (or a self-loop)
             if (a, b) not in accepted:
                 assert a == b or tasks.find_path(deps, b, a) is not None
         for t in passing:
-            tasks.set_outcome(r, t, "pass")
+            claims.settle(r, t, "pass")
         expected = {t for t in range(1, 13) if t not in passing and deps.get(t, set()) <= passing}
         assert set(ids(tasks.ready(r))) == expected
     finally:
@@ -258,3 +255,88 @@ def test_a_scoring_plugin_reorders_and_a_broken_one_is_reported(repo, cli, tmp_p
                  "from agentkit.hookspecs import hookimpl\n\n@hookimpl\ndef task_scores(tasks):\n    return []\n")
     res = cli("task", "ready", "--json", env=env)
     assert res.code == ExitCode.FAILED and "task_scores plugin" in res.json["error"]["message"]
+
+
+def _from_scratch(conn) -> tuple[list[tuple], dict[int, int]]:
+    """The ready set and every task's dependents, recomputed naively from the raw rows and edges."""
+    rows = {r["id"]: dict(r) for r in conn.execute("SELECT id, status, claim_id, priority, skip_count FROM tasks")}
+    deps: dict[int, set[int]] = {}
+    for task_id, dep_id in conn.execute("SELECT task_id, dep_id FROM task_deps"):
+        deps.setdefault(task_id, set()).add(dep_id)
+
+    def upstream(task_id: int, seen: set[int]) -> set[int]:
+        for d in deps.get(task_id, ()):
+            if d not in seen:
+                seen.add(d)
+                upstream(d, seen)
+        return seen
+
+    dependents = dict.fromkeys(rows, 0)
+    for task_id in rows:
+        for d in upstream(task_id, set()):
+            dependents[d] += 1
+    ready = [t for t in rows.values() if t["status"] in ("pending", "failing") and t["claim_id"] is None
+             and all(d in rows and rows[d]["status"] == "passing" for d in deps.get(t["id"], ()))]
+    scored = [(t["id"], (1000 - t["priority"]) + 100 * dependents[t["id"]] - 10 * t["skip_count"]) for t in ready]
+    scored.sort(key=lambda p: (-p[1], rows[p[0]]["priority"], p[0]))
+    return scored, dependents
+
+
+add_op = st.tuples(st.just("add"), st.integers(0, 2000), st.lists(st.integers(1, 10), max_size=3))
+ops = st.lists(add_op, min_size=3, max_size=8).flatmap(lambda adds: st.lists(st.one_of(
+    add_op,
+    st.tuples(st.just("dep_add"), st.integers(1, 10), st.integers(1, 10)),
+    st.tuples(st.just("dep_rm"), st.integers(1, 10), st.integers(1, 10)),
+    st.tuples(st.sampled_from(["pass", "fail", "skip", "reset"]), st.integers(1, 10), st.none()),
+    st.tuples(st.just("claim"), st.integers(0, 10), st.none()),
+    st.tuples(st.just("release"), st.sampled_from([None, "pass", "fail", "skip"]), st.none()),
+), min_size=5, max_size=40).map(lambda rest: adds + rest))
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(ops=ops)
+def test_kept_scores_and_readiness_equal_a_recomputation_after_any_sequence(repo, ops):
+    r = Repo(repo)
+    try:
+        conn = r.store.conn
+        for table in ("tasks", "task_deps", "claims", "task_scoring"):
+            conn.execute(f"DELETE FROM {table}")
+        conn.execute("DELETE FROM sqlite_sequence WHERE name = 'tasks'")
+        held: list[str] = []
+        for op, a, b in ops:
+            n = conn.execute("SELECT count(*) FROM tasks").fetchone()[0]
+
+            def pick(i: int, n: int = n) -> int:  # ids among the tasks that exist, so most steps do something
+                return 1 + i % n if n else i
+            try:
+                if op == "add":
+                    tasks.add(r, f"t{a}", priority=a, deps=[pick(d) for d in b])
+                elif op == "dep_add":
+                    tasks.dep_add(r, pick(a), pick(b))
+                elif op == "dep_rm":
+                    tasks.dep_rm(r, pick(a), pick(b))
+                elif op == "claim":
+                    held.append(claims.claim(r, agent=f"a{len(held)}", task_id=pick(a) if a else None)["claim_id"])
+                elif op == "release":
+                    if held:
+                        claims.release(r, held.pop(0), outcome=a)
+                else:
+                    claims.settle(r, pick(a), op)
+            except AgentkitError as exc:
+                assert exc.code in (ExitCode.USAGE, ExitCode.NOT_FOUND, ExitCode.CONFLICT, ExitCode.NOTHING_READY)
+            expected, dependents = _from_scratch(conn)
+            assert [(t["id"], t["score"]) for t in tasks.ready(r)] == expected, f"after {op} {a} {b}"
+            assert dict(conn.execute("SELECT id, dependents FROM tasks").fetchall()) == dependents
+    finally:
+        r.close()
+
+
+def test_the_ready_index_is_the_ready_test_and_a_claim_reads_it(r):
+    from agentkit.tasks.ready import _ORDER, _READY_ROWS
+    from agentkit.tasks.table import READY_WHERE
+
+    sql = r.store.conn.execute("SELECT sql FROM sqlite_master WHERE name = 'tasks_ready'").fetchone()[0]
+    assert sql.endswith(f"WHERE {READY_WHERE}"), "schema m004 and tasks.table.READY_WHERE must say the same"
+    plan = " ".join(row[-1] for row in r.store.conn.execute(
+        f"EXPLAIN QUERY PLAN SELECT id FROM {_READY_ROWS} ORDER BY {_ORDER} LIMIT 1"))
+    assert "USING INDEX tasks_ready" in plan and "TEMP B-TREE" not in plan, plan

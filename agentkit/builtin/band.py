@@ -1,6 +1,6 @@
 """The elastic band: idle at the floor, grow by a step when full, shrink by a step while the top step is empty."""
 
-from agentkit.capacity import grid_below
+from agentkit.band import grid_below
 from agentkit.hookspecs import hookimpl
 
 

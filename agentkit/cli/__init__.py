@@ -1,13 +1,123 @@
-"""The command line: typer apps that parse, call one core function and render."""
+"""The command line: typer apps that parse, call one core function and render.
+
+The built-in commands live in the sub-modules (tasks, jobs, worktree, ...) and are loaded lazily: the root group
+knows each one's name, module and attribute, and imports the module and builds the click command only when that
+command is looked up (running it, or `--help` and the reference, which look up all of them). A cold start of
+one command thus pays for that command's module alone, not for every module and all ~45 click commands.
+"""
 
 import os
+from collections.abc import Iterator, MutableMapping
 from pathlib import Path
 
 import typer
+from typer.core import TyperGroup
 
-from agentkit.cli import docs, info, jobs, redis, scale, tasks, worktree
+# The built-in commands and sub-apps as (name, module, attribute), in the order `--help` lists them (typer lists a
+# group's commands before its sub-groups, each in registration order). A new built-in command gets a row here
+# rather than an `app.command(...)` call, so that importing this module stays cheap.
+COMMANDS = (
+    ("claim", "agentkit.cli.tasks", "claim"),
+    ("heartbeat", "agentkit.cli.tasks", "heartbeat"),
+    ("release", "agentkit.cli.tasks", "release"),
+    ("reap", "agentkit.cli.jobs", "reap"),
+    ("spawn", "agentkit.cli.jobs", "spawn"),
+    ("health", "agentkit.cli.jobs", "health"),
+    ("snapshot", "agentkit.cli.info", "snapshot"),
+    ("plugins", "agentkit.cli.info", "plugins"),
+    ("events", "agentkit.cli.info", "events"),
+    ("version", "agentkit.cli.info", "version"),
+    ("install-docs", "agentkit.cli.docs", "install_docs"),
+)
+GROUPS = (
+    ("worktree", "agentkit.cli.worktree", "app"),
+    ("scale", "agentkit.cli.scale", "app"),
+    ("redis", "agentkit.cli.redis", "app"),
+    ("config", "agentkit.cli.info", "config_app"),
+    ("task", "agentkit.cli.tasks", "app"),
+    ("jobs", "agentkit.cli.jobs", "app"),
+)
 
-app = typer.Typer(name="agentkit", no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+
+class _Lazy:
+    """A built-in command not loaded yet: import `module`, take `attr`, build it as `app` would have."""
+
+    def __init__(self, name: str, module: str, attr: str, group: bool):
+        self.name, self.module, self.attr, self.group = name, module, attr, group
+
+    def load(self):
+        import sys
+
+        __import__(self.module)  # not importlib.import_module, which `python -X importtime` does not report
+        obj = getattr(sys.modules[self.module], self.attr)
+        # Register on a scratch Typer, so the CommandInfo / TyperInfo is the one app.command(name) or
+        # app.add_typer(obj, name=name) makes, then convert it as typer.main.get_group_from_info does for
+        # the root's children.
+        scratch = typer.Typer()
+        if self.group:
+            scratch.add_typer(obj, name=self.name)
+            return typer.main.get_group_from_info(
+                scratch.registered_groups[0], pretty_exceptions_short=app.pretty_exceptions_short,
+                rich_markup_mode=app.rich_markup_mode, suggest_commands=app.suggest_commands)
+        scratch.command(self.name)(obj)
+        return typer.main.get_command_from_info(scratch.registered_commands[0],
+                                                pretty_exceptions_short=app.pretty_exceptions_short,
+                                                rich_markup_mode=app.rich_markup_mode)
+
+
+class _Commands(MutableMapping):
+    """The root group's name -> command mapping; a lazy entry is loaded when its value is first asked for.
+    Iterating (names, `in`, len) loads nothing."""
+
+    def __init__(self, entries: dict):
+        self._entries = entries
+
+    def __getitem__(self, name: str):
+        entry = self._entries[name]
+        if isinstance(entry, _Lazy):
+            entry = self._entries[name] = entry.load()
+        return entry
+
+    def __setitem__(self, name: str, command) -> None:
+        self._entries[name] = command
+
+    def __delitem__(self, name: str) -> None:
+        del self._entries[name]
+
+    def __contains__(self, name) -> bool:
+        return name in self._entries
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._entries)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+class _RootGroup(TyperGroup):
+    """typer builds the root group from what is registered on `app` (the `demo` command, plugins' commands and
+    sub-apps); this adds the lazy built-ins, keeping typer's order and its rule that a later registration of a
+    name replaces the earlier one in place."""
+
+    def __init__(self, *, commands=None, **kwargs):
+        eager = dict(commands or {})
+        command_names = {info.name or typer.main.get_command_name(info.callback.__name__)
+                         for info in app.registered_commands}
+        entries: dict = {}
+        for name, module, attr in COMMANDS:
+            entries[name] = _Lazy(name, module, attr, group=False)
+        entries.update((name, cmd) for name, cmd in eager.items() if name in command_names)
+        for name, module, attr in GROUPS:
+            entries[name] = _Lazy(name, module, attr, group=True)
+        entries.update((name, cmd) for name, cmd in eager.items() if name not in command_names)
+        super().__init__(commands=_Commands(entries), **kwargs)
+
+    def list_commands(self, ctx) -> list[str]:
+        return list(self.commands)  # TyperGroup's goes through .items(), which would load every command
+
+
+app = typer.Typer(name="agentkit", cls=_RootGroup, no_args_is_help=True, add_completion=False,
+                  pretty_exceptions_enable=False,
                   help="Run many coding agents in parallel on one repository: isolated worktrees, "
                        "per-agent Redis DBs and ports, and an elastic capacity band.")
 
@@ -26,25 +136,6 @@ def root(directory: Path = typer.Option(None, "-C", help="Run as if started in t
     _chdir(directory)
 
 
-app.add_typer(worktree.app, name="worktree")
-app.add_typer(scale.app, name="scale")
-app.add_typer(redis.app, name="redis")
-app.add_typer(info.config_app, name="config")
-app.add_typer(tasks.app, name="task")
-app.command("claim")(tasks.claim)
-app.command("heartbeat")(tasks.heartbeat)
-app.command("release")(tasks.release)
-app.command("reap")(jobs.reap)
-app.command("spawn")(jobs.spawn)
-app.add_typer(jobs.app, name="jobs")
-app.command("health")(jobs.health)
-app.command("snapshot")(info.snapshot)
-app.command("plugins")(info.plugins)
-app.command("events")(info.events)
-app.command("version")(info.version)
-app.command("install-docs")(docs.install_docs)
-
-
 @app.command("demo")
 def demo(directory: Path = typer.Option(None, "--dir", help="Where to build the sample repo "
                                         "(default: a new temporary folder)."),
@@ -56,14 +147,25 @@ def demo(directory: Path = typer.Option(None, "--dir", help="Where to build the 
     run(directory, agents, keep)
 
 
-# `agent-worktree …`: the worktree commands with `scale` beside them (for repos that call bin/agent-worktree).
-worktree_app = typer.Typer(name="agent-worktree", no_args_is_help=True, add_completion=False,
-                           pretty_exceptions_enable=False,
-                           help="Agent worktrees and Redis capacity (the same as `agentkit worktree` + `scale`).")
-worktree_app.callback()(root)
-for command in worktree.app.registered_commands:
-    worktree_app.registered_commands.append(command)
-worktree_app.add_typer(scale.app, name="scale")
+def _worktree_app() -> typer.Typer:
+    """`agent-worktree …`: the worktree commands with `scale` beside them (for repos that call bin/agent-worktree)."""
+    from agentkit.cli import scale, worktree
+
+    wt_app = typer.Typer(name="agent-worktree", no_args_is_help=True, add_completion=False,
+                         pretty_exceptions_enable=False,
+                         help="Agent worktrees and Redis capacity (the same as `agentkit worktree` + `scale`).")
+    wt_app.callback()(root)
+    for command in worktree.app.registered_commands:
+        wt_app.registered_commands.append(command)
+    wt_app.add_typer(scale.app, name="scale")
+    return wt_app
+
+
+def __getattr__(name: str):
+    if name == "worktree_app":  # built on first use: it imports the worktree and scale modules
+        globals()[name] = value = _worktree_app()
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _builtin_command(argv: list[str]) -> bool:
@@ -71,7 +173,8 @@ def _builtin_command(argv: list[str]) -> bool:
     words = [a for a in argv if not a.startswith("-")]
     if "-C" in argv:  # `-C DIR` takes a value before the command
         words = [a for a in argv[argv.index("-C") + 2:] if not a.startswith("-")]
-    names = {c.name or c.callback.__name__ for c in app.registered_commands} | {g.name for g in app.registered_groups}
+    names = ({name for name, _, _ in COMMANDS + GROUPS} | {g.name for g in app.registered_groups}
+             | {c.name or c.callback.__name__ for c in app.registered_commands})
     return bool(words) and words[0] in names
 
 
@@ -100,8 +203,12 @@ def main() -> None:
 
 
 def agent_worktree_main() -> None:
+    from agentkit.cli import worktree_app
+
     worktree_app()
 
 
 def install_docs_main() -> None:
+    from agentkit.cli import docs
+
     typer.run(docs.install_docs)

@@ -95,7 +95,7 @@ def _tasks_and_jobs(repo) -> None:
         jobs.wait(repo, active, any_=True, timeout=60)
     for job in jobs.list_jobs(repo):
         print(f"  job {job['job_id']}: {job['state']:<9} exit {job['exit_status']}  {job['worktree']}")
-    st = tasks.status(repo)
+    st = claims.task_status(repo)
     print("  tasks: " + ", ".join(f"{k} {v}" for k, v in st["counts"].items() if v))
     if st.get("diagnosis"):
         print("  nothing ready, because:\n    " + tasks.describe_stuck(st["diagnosis"]).replace("\n  ", "\n    "))

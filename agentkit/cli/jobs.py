@@ -143,7 +143,7 @@ def health(as_json: bool = JSON_OPT):
 def reap(as_json: bool = JSON_OPT):
     """Recover after crashes: expired claims, dead supervisors and their orphans, timeouts, auto worktrees.
     Idempotent and safe to run concurrently (cron, git hooks)."""
-    from agentkit.reaper import reap as run
+    from agentkit.reaper import recover as run
 
     with handled(as_json):
         data = run(open_repo())

@@ -68,10 +68,10 @@ def list_cmd(status: str = typer.Option(None, "--status", help="Only tasks with 
 @app.command("show")
 def show(task_id: int, as_json: bool = JSON_OPT):
     """One task with its dependencies, dependents and claim."""
-    from agentkit import tasks
+    from agentkit import claims
 
     with handled(as_json):
-        data = tasks.show(open_repo(), task_id)
+        data = claims.show_task(open_repo(), task_id)
     render(data, as_json, _show)
 
 
@@ -114,10 +114,10 @@ def graph(as_json: bool = JSON_OPT, dot: bool = typer.Option(False, "--dot", hel
 @app.command("status")
 def status(as_json: bool = JSON_OPT):
     """Counts per status; when nothing is ready while work remains, what each task waits on."""
-    from agentkit import tasks
+    from agentkit import claims, tasks
 
     with handled(as_json):
-        data = tasks.status(open_repo())
+        data = claims.task_status(open_repo())
 
     def human(d):
         print("  ".join(f"{k}={v}" for k, v in d["counts"].items()) + f"  ready={d['ready']}")
@@ -132,10 +132,10 @@ def _outcome(outcome: str):
     def command(task_id: int, reason: str = REASON,
                 fence: int = typer.Option(None, "--fence", help="Refuse (exit 7) unless this claim fence still "
                                           "holds the task."), as_json: bool = JSON_OPT):
-        from agentkit import tasks
+        from agentkit import claims
 
         with handled(as_json):
-            data = tasks.set_outcome(open_repo(), task_id, outcome, reason, fence)
+            data = claims.settle(open_repo(), task_id, outcome, reason, fence)
         if data.get("blocked"):
             say(f"task {task_id} is dead; blocked its dependents {data['blocked']}")
         render(data, as_json, _show)

@@ -1,13 +1,14 @@
 """Atomic replacement of files that other programs read."""
 
 import os
-import tempfile
 from pathlib import Path
 
 
 def atomic_write(path: Path, text: str, mode: int = 0o644) -> None:
     """Write `text` to `path` so a reader sees the old file or the new one, never a torn one."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    import tempfile  # only writers pay for it
+
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "w") as fh:

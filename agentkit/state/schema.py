@@ -120,3 +120,26 @@ def m003_jobs(db) -> None:
             ended_at REAL
         )""")
     db.execute("CREATE INDEX jobs_state ON jobs(state, job_id)")
+
+
+@migrations()
+def m004_ready_set(db) -> None:
+    """Readiness and scores kept in the row, so a claim is one indexed read (agentkit.tasks.table)."""
+    for column in ("unmet_deps INTEGER NOT NULL DEFAULT 0", "dependents INTEGER NOT NULL DEFAULT 0",
+                   "score INTEGER", "score_parts TEXT"):
+        db.execute(f"ALTER TABLE tasks ADD COLUMN {column}")
+    db.execute("UPDATE tasks SET unmet_deps = (SELECT count(*) FROM task_deps d LEFT JOIN tasks u ON u.id = d.dep_id "
+               "WHERE d.task_id = tasks.id AND (u.id IS NULL OR u.status != 'passing'))")
+    # the WHERE is agentkit.tasks.table.READY_WHERE (a test checks they agree); dependents and scores are
+    # filled in on first use, when task_scoring has no row yet
+    db.execute("CREATE INDEX tasks_ready ON tasks(score DESC, priority, id) "
+               "WHERE status IN ('pending', 'failing') AND claim_id IS NULL AND unmet_deps = 0")
+    db.execute("CREATE TABLE task_scoring (id INTEGER PRIMARY KEY CHECK (id = 1), signature TEXT NOT NULL)")
+    db.execute("CREATE INDEX claims_agent ON claims(agent, state)")
+
+
+@migrations()
+def m005_job_handles(db) -> None:
+    """What an executor's submit returned, and why agentkit asked for a kill (user or timeout)."""
+    db.execute("ALTER TABLE jobs ADD COLUMN handle TEXT")
+    db.execute("ALTER TABLE jobs ADD COLUMN kill_reason TEXT")

@@ -1,7 +1,8 @@
 """The detached supervisor of local jobs: owns the child, enforces the timeout, kills whole trees, records
 the end, and runs the next queued job itself so a freed slot is reused at once.
 
-Started as `python -m agentkit.supervisor ROOT JOB_ID` in a session of its own by the local executor."""
+Started as `python -m agentkit.builtin.local.supervisor ROOT JOB_ID` in a session of its own by the local
+executor. It talks to core through the public functions of agentkit.jobs only."""
 
 import ctypes
 import os
@@ -178,6 +179,7 @@ def main(argv: list[str]) -> int:
     sig = Signals()
     repo = Repo(Path(root))
     job = jobs.get(repo, job_id)
+    executor = job["executor"]  # the name this executor was registered under: it runs the queued jobs of that name
     while job is not None:
         if job["state"] == "running" and job["supervisor_pid"] is None:  # ours: dispatched, nobody checked in
             try:
@@ -187,7 +189,7 @@ def main(argv: list[str]) -> int:
                 jobs.finish(repo, job["job_id"], "failed", reason=f"supervisor error: {exc!r}")
         if sig.stop:
             break
-        job = jobs.dispatch(repo, inline_local=True)
+        job = jobs.dispatch(repo, adopt=lambda queued: queued["executor"] == executor)
     repo.close()
     return 0
 

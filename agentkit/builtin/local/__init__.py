@@ -1,0 +1,54 @@
+"""The local executor: each running job has a small detached supervisor process on this machine (supervisor.py),
+which owns the job's process tree, enforces its timeout and records its end itself."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from agentkit import procs
+from agentkit.errors import AgentkitError
+from agentkit.hookspecs import hookimpl
+
+NAME = "local"
+SUPERVISOR_MODULE = "agentkit.builtin.local.supervisor"
+SUPERVISOR = SUPERVISOR_MODULE.encode()  # what a supervisor's command line holds, checked before signalling it
+STARTUP_GRACE_S = 30  # a supervisor that has not checked in by then never will
+
+
+class LocalExecutor:
+    enforces_timeout = True  # the supervisor ends a job at its deadline and records timed_out itself
+
+    def submit(self, repo, job: dict) -> None:
+        log = open(repo.paths.agents / "jobs" / "supervisor.log", "ab")  # noqa: SIM115 - handed to the child
+        try:
+            subprocess.Popen([sys.executable, "-m", SUPERVISOR_MODULE, str(repo.root), str(job["job_id"])],
+                             cwd=repo.root, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                             start_new_session=True, env={**procs.outside_jobs_environ(), "PYTHONUNBUFFERED": "1"})
+        except OSError as exc:
+            raise AgentkitError(f"cannot start a supervisor: {exc.strerror}") from exc
+        finally:
+            log.close()
+
+    def poll(self, repo, job: dict) -> dict:
+        """`running` while its supervisor lives (the supervisor records the end); `lost` once it is gone."""
+        if job["supervisor_pid"] is None:  # dispatched; its supervisor is still starting, or never did
+            if time.time() - (job["dispatched_at"] or 0) < STARTUP_GRACE_S:
+                return {"state": "running"}
+            return {"state": "lost", "reason": "its runner never started"}
+        if procs.alive(job["supervisor_pid"], job["supervisor_started"], SUPERVISOR):
+            return {"state": "running"}
+        return {"state": "lost", "reason": f"its runner (pid {job['supervisor_pid']}) died"}
+
+    def kill(self, repo, job: dict, grace: float) -> int | None:
+        if procs.alive(job["supervisor_pid"], job["supervisor_started"], SUPERVISOR):
+            os.kill(job["supervisor_pid"], signal.SIGUSR1)  # it reads the grace from the job row
+            return None
+        # no supervisor: whatever still carries the job's token is an orphan of it
+        return len(procs.terminate(procs.with_token(job["token"]), grace))
+
+
+@hookimpl
+def register_executors(register) -> None:
+    register(NAME, LocalExecutor())

@@ -1,0 +1,61 @@
+"""Why open tasks are not ready, and the counts `task status` shows."""
+
+from agentkit.tasks import table
+
+
+def diagnose(conn, holders: dict[int, dict] | None = None) -> list[dict]:
+    """For each open task that is not ready: what it waits on (unmet, dead, missing deps; a holder; itself).
+
+    `holders` maps a task id to whoever holds it (``agent``, ``lease_expires_at``); claims supplies it."""
+    holders = holders or {}
+    statuses = {r[0]: (r[1], r[2]) for r in conn.execute("SELECT id, status, name FROM tasks")}
+    deps = table.deps_map(conn)
+    out = []
+    for task_id, (status, name) in sorted(statuses.items()):
+        if status == "passing":
+            continue
+        item = {"id": task_id, "name": name, "status": status, "unmet": [], "dead": [], "missing": []}
+        for d in sorted(deps.get(task_id, ())):
+            if d not in statuses:
+                item["missing"].append(d)
+            elif statuses[d][0] == "dead":
+                item["dead"].append(d)
+            elif statuses[d][0] != "passing":
+                item["unmet"].append({"id": d, "status": statuses[d][0]})
+        if task_id in holders:
+            item["claimed_by"] = {k: holders[task_id][k] for k in ("agent", "lease_expires_at")}
+        if status in table.READY_STATUSES and not (item["unmet"] or item["dead"] or item["missing"]) \
+                and task_id not in holders:
+            continue  # ready
+        out.append(item)
+    return out
+
+
+def describe_stuck(items: list[dict]) -> str:
+    lines = []
+    for it in items[:10]:
+        why = []
+        if it["status"] == "dead":
+            why.append("is dead")
+        if it.get("claimed_by"):
+            why.append(f"is claimed by {it['claimed_by']['agent']}")
+        if it["dead"]:
+            why.append(f"dead deps {it['dead']}")
+        if it["missing"]:
+            why.append(f"missing deps {it['missing']}")
+        if it["unmet"]:
+            why.append("waits on " + ", ".join(f"{u['id']} ({u['status']})" for u in it["unmet"]))
+        lines.append(f"task {it['id']} ({it['name']}): {'; '.join(why) or it['status']}")
+    more = len(items) - 10
+    return "\n  ".join(lines) + (f"\n  … and {more} more" if more > 0 else "")
+
+
+def status_in(conn, holders: dict[int, dict] | None = None) -> dict:
+    counts = table.counts(conn)
+    ready_count = table.count_ready(conn)
+    remaining = sum(n for s, n in counts.items() if s != "passing")
+    out = {"schema_version": 1, "counts": counts, "total": sum(counts.values()), "ready": ready_count,
+           "remaining": remaining, "stuck": remaining > 0 and ready_count == 0 and counts["in_progress"] == 0}
+    if remaining and not ready_count:
+        out["diagnosis"] = diagnose(conn, holders)
+    return out
