@@ -34,25 +34,28 @@ same temp dir, the default synchronous setting (agentkit does not change it eith
 (`sqlite3.connect(timeout=30)`, as agentkit's; it only comes into play at N>1):
 
     BEGIN IMMEDIATE; SELECT id FROM t WHERE status='pending' ORDER BY priority, id LIMIT 1;
-    UPDATE t SET status='claimed' WHERE id=? AND status='pending'; COMMIT
+    UPDATE t SET status='claimed' WHERE id=? AND status='pending'; COMMIT          <- the claim
+    BEGIN IMMEDIATE; UPDATE t SET status='passing' WHERE id=? AND status='claimed'; COMMIT   <- its release
 
-A claim there is timed from its first BEGIN IMMEDIATE to its COMMIT. An SQLITE_BUSY that still escapes the busy
-timeout is rolled back and retried inside the same claim, and counted apart as a bare busy retry (that is how
-a bare loop contends; it is not an agentkit retry and does not grade anything). The busy handler sleeps and
-polls, it does not queue: a waiting process can miss every gap between one process's transactions, so the bare
-split between workers is shown (a starved worker's wait ends in its final nothing-left attempt, which, like
-agentkit's final exit 4, is not a claim and is not in the claim times). The bare loop runs
---bare-rounds times at each N below 8 (default 5) and --bare-rounds-wide times at N >= 8 (default 3), each on
-a fresh database; its rates are the medians of the rounds, worked out like agentkit's (wall, claim-only).
+so each side does the same work per task: a claim transaction, then a release transaction. A claim there is timed
+from its first BEGIN IMMEDIATE to its COMMIT (the release is not in the claim time). An SQLITE_BUSY that still
+escapes the busy timeout is rolled back and retried inside the same claim, and counted apart as a bare busy retry
+(that is how a bare loop contends; it is not an agentkit retry and does not grade anything). The busy handler
+sleeps and polls, it does not queue: a waiting process can miss every gap between one process's transactions, so
+the bare split between workers is shown (a starved worker's wait ends in its final nothing-left attempt, which,
+like agentkit's final exit 4, is not a claim and is not in the claim times). The bare loop runs --bare-rounds times
+at each N below 8 (default 5) and --bare-rounds-wide times at N >= 8 (default 3), each on a fresh database; its
+rates are the medians of the rounds, worked out like agentkit's (wall, claim-only).
 Printed per N: agentkit claims/s, bare claims/s, and the ratio agentkit / bare (higher is better for agentkit)
-for both the wall rate (agentkit's loop also pays for the release transaction, the bare loop has none) and the
-claim-only rate (like for like: one claim transaction on each side; at N>1 agentkit's claims also wait for the
-other workers' releases). The ratios do not depend on the claim-only rate being per claimer: both sides have
+for both the wall rate (the claim + release loop on each side) and the claim-only rate (one claim transaction
+on each side; at N>1 a claim's time includes waiting for the other workers, so it is one claimer's rate, not
+the throughput). The ratios do not depend on the claim-only rate being per claimer: both sides have
 the same N.
 
 Goals: correctness under contention - 0 duplicates, 0 retries, 0 errors, every task claimed exactly once, at
-every N (printed as met / NOT met; the exit status is 1 if not). Throughput: agentkit >= 0.5x bare at N=1 and
-N=16, claim-only and wall (printed as met / NOT met, or not measured when 1 or 16 is missing from --procs; it
+every N (printed as met / NOT met; the exit status is 1 if not). Throughput: agentkit >= 0.5x bare at N=1
+(claim-only and wall) and at N=16 (wall: the throughput under contention) (printed as met / NOT met, or not
+measured when 1 or 16 is missing from --procs; it
 does not change the exit status, since a shared 2-CPU machine is too noisy to grade on).
 
     python bench/claims.py [--tasks 2000] [--procs 1,4,16] [--bare-rounds 5] [--bare-rounds-wide 3]
@@ -80,6 +83,7 @@ GOAL_NS = (1, 16)
 
 BARE_SELECT = "SELECT id FROM t WHERE status = 'pending' ORDER BY priority, id LIMIT 1"
 BARE_UPDATE = "UPDATE t SET status = 'claimed' WHERE id = ? AND status = 'pending'"
+BARE_RELEASE = "UPDATE t SET status = 'passing' WHERE id = ? AND status = 'claimed'"
 
 # The defaults are measured: no AGENTKIT_* override (e.g. AGENTKIT_HOME) reaches this process or the workers.
 drop_agentkit_env()
@@ -231,6 +235,21 @@ def bare_worker(index: int, db_path: str, barrier, results) -> None:
         results.put({"index": index, "failed": f"{type(exc).__name__}: {exc}"})
 
 
+def _bare_release(conn, task_id: int) -> None:
+    """The outcome, as agentkit's loop records it with release(pass): a second write transaction per task."""
+    while True:
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            conn.execute(BARE_RELEASE, (task_id,))
+            conn.execute("COMMIT")
+            return
+        except sqlite3.OperationalError as exc:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            if not _is_busy(exc):
+                raise
+
+
 def _bare_loop(db_path: str, barrier) -> dict:
     conn = sqlite3.connect(db_path, isolation_level=None, timeout=BUSY_TIMEOUT_S)
     conn.execute("SELECT count(*) FROM t").fetchone()  # open the DB and its WAL before the clock starts
@@ -262,6 +281,7 @@ def _bare_loop(db_path: str, barrier) -> dict:
         if won == 1:
             ids.append(row[0])
             lat.append(time.perf_counter() - t0)
+            _bare_release(conn, row[0])
         else:
             lost += 1  # cannot happen under BEGIN IMMEDIATE; counted to show that
         t0 = None
@@ -296,11 +316,13 @@ def _spread(per_worker: list[int]) -> str:
 
 def goal_line(rows: list[dict], bare: dict[int, dict]) -> str:
     missing = [n for n in GOAL_NS if n not in bare]
-    label = f"goal: agentkit >= {GOAL_RATIO}x bare at N=1 and N=16 (claim-only and wall)"
+    label = f"goal: agentkit >= {GOAL_RATIO}x bare at N=1 (claim-only and wall) and N=16 (wall)"
     if missing:
         return f"{label}: not measured (N={', '.join(map(str, missing))} not in --procs)"
     by_n = {r["n"]: r for r in rows}
-    ratios = [min(by_n[n]["ratio_claim"], by_n[n]["ratio_wall"]) for n in GOAL_NS]
+    # at N=1 both rates; at N>1 the wall rate (throughput): claim-only there is one claimer's rate under contention
+    ratios = [min(by_n[n]["ratio_claim"], by_n[n]["ratio_wall"]) if n == 1 else by_n[n]["ratio_wall"]
+              for n in GOAL_NS]
     return f"{label}: {'met' if min(ratios) >= GOAL_RATIO else 'NOT met'}"
 
 
