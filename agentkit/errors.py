@@ -1,22 +1,8 @@
 """Exit codes and the error every core function raises when a command cannot do what was asked."""
 
-from enum import IntEnum
+from agentkit.state import ExitCode, StateError
 
-from agentkit.state import StateError
-
-
-class ExitCode(IntEnum):
-    """Stable exit codes: scripts branch on these (documented in docs/exit-codes.md)."""
-
-    OK = 0
-    FAILED = 1
-    USAGE = 2
-    CAPACITY = 3
-    NOTHING_READY = 4
-    LOCK_TIMEOUT = 5
-    NOT_FOUND = 6
-    CONFLICT = 7
-    QUEUE_FULL = 8
+__all__ = ["FAILURES", "AgentkitError", "ExitCode", "StateError", "conflict", "not_found", "usage"]
 
 
 class AgentkitError(Exception):

@@ -6,9 +6,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from agentkit.state import StateError
-
-LOCK_TIMEOUT_EXIT = 5
+from agentkit.state import ExitCode, StateError
 
 
 @contextmanager
@@ -30,7 +28,7 @@ def named_lock(agents_dir: Path, name: str, timeout: float = 60.0) -> Iterator[N
             f"timed out after {time.monotonic() - started:.0f}s waiting for lock {path}"
             + (f" (held by pid {holder})" if holder else ""),
             "another agentkit command is running this step; retry, or check for a hung process",
-            LOCK_TIMEOUT_EXIT,
+            ExitCode.LOCK_TIMEOUT,
         ) from exc
     try:
         fh.seek(0)
@@ -73,7 +71,7 @@ def queued_lock(agents_dir: Path, name: str, timeout: float = 60.0) -> Iterator[
             except _Expired:
                 raise StateError(f"timed out after {timeout:g}s waiting for lock {locks / name}.lock",
                                  "another agentkit command holds it; retry, or check for a hung process",
-                                 LOCK_TIMEOUT_EXIT) from None
+                                 ExitCode.LOCK_TIMEOUT) from None
             finally:
                 signal.setitimer(signal.ITIMER_REAL, 0)
                 signal.signal(signal.SIGALRM, previous)
@@ -86,7 +84,7 @@ def queued_lock(agents_dir: Path, name: str, timeout: float = 60.0) -> Iterator[
                 except BlockingIOError:
                     if time.monotonic() > deadline:
                         raise StateError(f"timed out after {timeout:g}s waiting for lock {locks / name}.lock",
-                                         None, LOCK_TIMEOUT_EXIT) from None
+                                         None, ExitCode.LOCK_TIMEOUT) from None
                     time.sleep(0.001)
         yield
     finally:

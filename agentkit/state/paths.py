@@ -5,7 +5,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from agentkit.state import StateError
+from agentkit.state import ExitCode, StateError
 
 
 @dataclass(frozen=True)
@@ -61,10 +61,10 @@ def _ask_git(start: Path) -> Path:
         out = subprocess.run(["git", "rev-parse", "--path-format=absolute", "--git-common-dir"],
                              cwd=start, capture_output=True, text=True)
     except FileNotFoundError as exc:
-        raise StateError("git is not installed", "install git and retry", 1) from exc
+        raise StateError("git is not installed", "install git and retry", ExitCode.FAILED) from exc
     if out.returncode != 0:
         raise StateError(f"not inside a git repository: {start}",
-                         "run agentkit from a checkout of your repo, or pass -C PATH", 2)
+                         "run agentkit from a checkout of your repo, or pass -C PATH", ExitCode.USAGE)
     return Path(out.stdout.strip())
 
 
