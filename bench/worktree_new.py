@@ -18,17 +18,15 @@ in the kernel), which turns a 0.2 s checkout into 3-9 s of system time and burie
 For the same reason the temp dir defaults to /dev/shm (tmpfs) when it exists; --dir picks another place.
 AGENTKIT_* variables are dropped from the environment so the defaults are measured.
 
-Goal: median(agentkit worktree new) / median(git worktree add) <= 1.2x.
+Goal: median(agentkit worktree new) / median(git worktree add) <= 1.5x.
 
     python bench/worktree_new.py [--rounds 7] [--warmup 1] [--files 10000] [--dir DIR] [--keep]
 """
 
 import argparse
-import math
 import statistics
 import sys
 import time
-from pathlib import Path
 
 from _common import (
     AGENTKIT,
@@ -36,35 +34,15 @@ from _common import (
     add_keep_arg,
     add_rounds_args,
     check_rounds,
-    git_init,
+    files_repo,
     managed_redis,
     pct,
     require_agentkit,
-    run,
     temp_dir,
     timed,
 )
 
-GOAL = 1.2
-
-
-def build_repo(repo: Path, files: int) -> None:
-    """`files` small files under a/b/ folders (10 x 10), one commit on main, checked out."""
-    git_init(repo, branch="main")
-    per_dir = max(1, math.ceil(files / 100))
-    chunks = [b"commit refs/heads/main\ncommitter bench <bench@example.com> 1700000000 +0000\n"
-              b"data 16\n10k-file fixture\n"]
-    for i in range(files):
-        top, sub, n = i // (per_dir * 10), (i // per_dir) % 10, i % per_dir
-        body = f"# file {i}\nvalue = {i * 7919 % 100003}\n".encode()
-        chunks.append(f"M 100644 inline pkg{top:02d}/mod{sub:02d}/f{n:04d}.py\ndata {len(body)}\n".encode()
-                      + body + b"\n")
-    chunks.append(b"done\n")
-    run(["git", "fast-import", "--quiet", "--done"], repo, stdin=b"".join(chunks))
-    run(["git", "reset", "-q", "--hard", "main"], repo)
-    count = len(run(["git", "ls-files"], repo).stdout.splitlines())
-    if count != files:
-        raise SystemExit(f"fixture has {count} files, expected {files}")
+GOAL = 1.5  # the issue's figure: agentkit worktree new <= 1.5x git worktree add
 
 
 def main() -> int:
@@ -82,7 +60,7 @@ def main() -> int:
         repo, raw_root = tmp / "repo", tmp / "raw"
         raw_root.mkdir()
         t0 = time.perf_counter()
-        build_repo(repo, args.files)
+        files_repo(repo, args.files)
         print(f"fixture: {args.files} files, one commit, built in {time.perf_counter() - t0:.1f} s at {repo}")
         with managed_redis(repo):
             for i in range(args.warmup + args.rounds):
