@@ -23,10 +23,6 @@ READY_WHERE = (f"status IN ({', '.join(repr(s) for s in READY_STATUSES)}) AND cl
 DERIVED = ("unmet_deps", "dependents", "score", "score_parts")  # internal columns, not part of a task's view
 
 
-def sql_in(values: tuple[str, ...]) -> str:
-    return f"({', '.join(repr(v) for v in values)})"
-
-
 def view(row) -> dict:
     """A task as commands show it (JSON columns decoded, derived columns left out)."""
     t = {k: row[k] for k in row.keys() if k not in DERIVED}
@@ -81,7 +77,8 @@ def remove_edge(conn, task_id: int, dep_id: int) -> bool:
 
 
 def set_status(conn, task_id: int, status: str, reason: str | None = None, **extra) -> None:
-    """The one writer of a task's status: its dependents' unmet_deps follow, its score is cleared."""
+    """The one writer of a task's status (besides the claim's take, pending/failing -> in_progress, which never
+    changes whether it passes): its dependents' unmet_deps follow, its score is cleared."""
     old = conn.execute("SELECT status FROM tasks WHERE id = ?", (task_id,)).fetchone()
     cols = "".join(f", {k} = ?" for k in extra)
     conn.execute(f"UPDATE tasks SET status = ?, reason = ?, updated_at = ?, score = NULL{cols} WHERE id = ?",
