@@ -85,10 +85,10 @@ def _step(repo) -> Iterator[sqlite3.Connection]:
     """One claim-side transaction. Expired leases are recovered first and stay recovered even when the step
     then refuses (exit 4/6/7): the refusal rolls back to a savepoint taken after the recovery. Claim steps
     queue on a kernel lock first, so many agents claiming at once are served in turn."""
-    from agentkit.state.locks import queued_lock
+    from agentkit.state.locks import named_lock
 
     conn = repo.store.conn
-    with queued_lock(repo.paths.agents, "claims", repo.config["locks.timeout"]):
+    with named_lock(repo.paths.agents, "claims", repo.config["locks.timeout"]):
         conn.execute("BEGIN IMMEDIATE")
         try:
             _expire(repo, conn)
@@ -141,28 +141,37 @@ def claim(repo, agent: str, task_id: int | None = None, lease: str | None = None
                             + (" AND task_id = ?" if task_id is not None else "") + " ORDER BY fence LIMIT 1",
                             (agent, task_id) if task_id is not None else (agent,)).fetchone()
         if mine is not None:
-            return {**_view(conn, mine), "existing": True}
-        claim_id = _new_id()
-        if task_id is not None:
-            task = tasks.get(conn, task_id)
-            holder = holders(conn, task_id).get(task_id)
-            if holder is not None:
-                raise conflict(f"task {task_id} is already claimed by {holder['agent']} until "
-                               f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(holder['lease_expires_at']))}",
-                               "pick another task, or wait for the lease to end")
-            taken = tasks.take(repo, conn, claim_id, task_id)
-            if taken is None:
-                raise AgentkitError(f"task {task_id} is not ready: {_not_ready_reason(conn, task)}",
-                                    "see `agentkit task status`", ExitCode.NOTHING_READY)
+            made, extra = dict(mine), {"existing": True}
         else:
-            taken = tasks.take(repo, conn, claim_id)
-            if taken is None:
-                stuck = tasks.diagnose(conn, holders(conn))
-                why = tasks.describe_stuck(stuck) if stuck else "every task is passing (or there are none)"
-                raise AgentkitError(f"nothing ready:\n  {why}", "see `agentkit task status` for the whole picture",
-                                    ExitCode.NOTHING_READY)
-        new = _new_claim(conn, taken["id"], agent, "work", lease_s, taken["prior_status"], claim_id)
-        return {**_view(conn, new), "existing": False, "score": taken["score"], "score_parts": taken["score_parts"]}
+            taken = _take(repo, conn, task_id)
+            made = _new_claim(conn, taken["id"], agent, "work", lease_s, taken["prior_status"], taken["claim_id"])
+            extra = {"existing": False, "score": taken["score"], "score_parts": taken["score_parts"]}
+    # the view is read after the commit, outside the claim queue: WAL readers wait for nobody
+    return {**_view(repo.store.conn, made), **extra}
+
+
+def _take(repo, conn, task_id: int | None) -> dict:
+    """The task a new claim takes (task_id, or the best ready one), marked in progress under a fresh claim id."""
+    claim_id = _new_id()
+    if task_id is None:
+        taken = tasks.take(repo, conn, claim_id)
+        if taken is None:
+            stuck = tasks.diagnose(conn, holders(conn))
+            why = tasks.describe_stuck(stuck) if stuck else "every task is passing (or there are none)"
+            raise AgentkitError(f"nothing ready:\n  {why}", "see `agentkit task status` for the whole picture",
+                                ExitCode.NOTHING_READY)
+        return {**taken, "claim_id": claim_id}
+    task = tasks.get(conn, task_id)
+    holder = holders(conn, task_id).get(task_id)
+    if holder is not None:
+        raise conflict(f"task {task_id} is already claimed by {holder['agent']} until "
+                       f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(holder['lease_expires_at']))}",
+                       "pick another task, or wait for the lease to end")
+    taken = tasks.take(repo, conn, claim_id, task_id)
+    if taken is None:
+        raise AgentkitError(f"task {task_id} is not ready: {_not_ready_reason(conn, task)}",
+                            "see `agentkit task status`", ExitCode.NOTHING_READY)
+    return {**taken, "claim_id": claim_id}
 
 
 def claim_regression(repo, agent: str, count: int = 1, lease: str | None = None) -> dict:
@@ -231,6 +240,7 @@ def release(repo, claim_id: str, outcome: str | None = None, reason: str | None 
     """End a claim. No outcome: the task goes back to the pool untouched. Stale claims are refused (exit 7)."""
     if outcome is not None and outcome not in ("pass", "fail", "skip"):
         raise usage(f"unknown outcome {outcome!r}", "choose pass, fail or skip")
+    extra: dict = {}
     with _step(repo) as conn:
         c = _active(conn, claim_id)
         task_id = c["task_id"]
@@ -242,18 +252,17 @@ def release(repo, claim_id: str, outcome: str | None = None, reason: str | None 
             elif outcome == "fail":
                 tasks.regressed(conn, task_id, reason or f"regression found by {c['agent']}")
             events.record(conn, "claim.released", claim_id, task_id=task_id, outcome=outcome, kind="regression")
-            task = tasks.show_in(conn, task_id)
         elif outcome is None:
             _end_work_claims(conn, task_id, None)
             tasks.put_back(conn, task_id, c["prior_status"] or "pending", reason)
             events.record(conn, "claim.released", claim_id, task_id=task_id, outcome=None)
-            task = tasks.show_in(conn, task_id)
         else:
             _end_work_claims(conn, task_id, outcome)
-            task = tasks.apply_outcome(repo, conn, task_id, outcome, reason)
+            extra = tasks.apply_outcome(repo, conn, task_id, outcome, reason)
             events.record(conn, "claim.released", claim_id, task_id=task_id, outcome=outcome)
-        row = dict(conn.execute("SELECT * FROM claims WHERE claim_id = ?", (claim_id,)).fetchone())
-    return {"schema_version": SCHEMA_VERSION, **row, "task": task}
+    conn = repo.store.conn  # read after the commit, outside the claim queue
+    row = dict(conn.execute("SELECT * FROM claims WHERE claim_id = ?", (claim_id,)).fetchone())
+    return {"schema_version": SCHEMA_VERSION, **row, "task": {**tasks.show_in(conn, task_id), **extra}}
 
 
 def settle(repo, task_id: int, outcome: str, reason: str | None = None, fence: int | None = None) -> dict:
@@ -264,8 +273,8 @@ def settle(repo, task_id: int, outcome: str, reason: str | None = None, fence: i
         if fence is not None:
             _by_fence(conn, task_id, fence)
         _end_work_claims(conn, task_id, outcome)
-        out = tasks.apply_outcome(repo, conn, task_id, outcome, reason)
-        return {**out, "claim": holders(conn, task_id).get(task_id)}
+        extra = tasks.apply_outcome(repo, conn, task_id, outcome, reason)
+        return {**tasks.show_in(conn, task_id), **extra, "claim": holders(conn, task_id).get(task_id)}
 
 
 def recover_expired(repo) -> dict:

@@ -6,12 +6,22 @@ from pathlib import Path
 from agentkit.errors import AgentkitError
 
 
-def run(args: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
-    done = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True)
+def start(args: list[str], cwd: Path) -> subprocess.Popen:
+    """Start a git command and return at once, so other work overlaps it; `wait` collects it."""
+    return subprocess.Popen(["git", *args], cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def wait(proc: subprocess.Popen, check: bool = True) -> subprocess.CompletedProcess:
+    stdout, stderr = proc.communicate()
+    done = subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
     if check and done.returncode != 0:
-        raise AgentkitError(f"git {' '.join(args)} failed: {done.stderr.strip() or done.stdout.strip()}",
+        raise AgentkitError(f"{' '.join(proc.args)} failed: {stderr.strip() or stdout.strip()}",
                             "fix the git problem shown above and rerun")
     return done
+
+
+def run(args: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
+    return wait(start(args, cwd), check)
 
 
 def out(args: list[str], cwd: Path) -> str:
@@ -20,16 +30,7 @@ def out(args: list[str], cwd: Path) -> str:
 
 def out_many(commands: list[list[str]], cwd: Path) -> list[str]:
     """Run read-only git commands side by side (each costs a process start) and return their stdouts."""
-    procs = [subprocess.Popen(["git", *args], cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for args in commands]
-    outs = []
-    for args, proc in zip(commands, procs, strict=True):
-        stdout, stderr = proc.communicate()
-        if proc.returncode != 0:
-            raise AgentkitError(f"git {' '.join(args)} failed: {stderr.strip() or stdout.strip()}",
-                                "fix the git problem shown above and rerun")
-        outs.append(stdout.strip())
-    return outs
+    return [wait(proc).stdout.strip() for proc in [start(args, cwd) for args in commands]]
 
 
 WORKTREE_LIST = ["worktree", "list", "--porcelain"]

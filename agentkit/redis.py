@@ -84,9 +84,23 @@ def client(target: str, db: int | None = None, repo=None):
     return conn
 
 
+def _command(target: str, what: str, call, repo=None, why: str = ""):
+    """Run `call(client)`; a refusal or a dropped connection becomes an error naming the URL and the fix."""
+    import redis
+
+    try:
+        return call(client(target, repo=repo))
+    except redis.ResponseError as exc:
+        raise AgentkitError(f"Redis at {redacted(target)} refused {what}: {exc}",
+                            f"{why}; allow {what} for agentkit's user (ACL, rename-command)") from exc
+    except (redis.ConnectionError, redis.TimeoutError) as exc:
+        raise _unreachable(repo, target, exc) from exc
+
+
 def databases(target: str, repo=None) -> int:
     """The physical ceiling: `CONFIG GET databases`."""
-    return int(client(target, repo=repo).config_get("databases")["databases"])
+    return int(_command(target, "CONFIG GET", lambda r: r.config_get("databases")["databases"], repo,
+                        "agentkit reads `databases` to know how many worktree slots fit"))
 
 
 def live_databases(repo, target: str) -> int:
@@ -112,7 +126,8 @@ def databases_if_up(repo) -> int | None:
 
 
 def flush(target: str, db: int, repo=None) -> None:
-    client(target, db=db, repo=repo).flushdb()
+    _command(url_for_db(target, db), "FLUSHDB", lambda r: r.flushdb(), repo,
+             "agentkit empties a worktree's Redis DB before handing it out")
 
 
 def wait_ready(target: str, timeout: float = 10.0) -> None:

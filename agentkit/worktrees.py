@@ -140,10 +140,14 @@ def _allocate_row(repo, slug: str, path: Path, branch: str, base_commit: str | N
     return row, change
 
 
-def _finish(repo, row: dict, base_url: str, kind: str) -> dict:
-    """Flush the slot, write the env file, mark the worktree active."""
+def _flush(repo, row: dict, base_url: str) -> None:
+    """Empty the worktree's Redis DB, so a reused slot never carries another agent's keys."""
     with repo.lock("flush"):
         redis.flush(base_url, row["redis_db"], repo=repo)
+
+
+def _finish(repo, row: dict, base_url: str, kind: str) -> dict:
+    """Write the env file and mark the (flushed) worktree active."""
     wt = describe(repo, row, base_url, "active")
     _exclude_env_file(repo)
     _write_env(repo, wt)
@@ -154,15 +158,23 @@ def _finish(repo, row: dict, base_url: str, kind: str) -> dict:
     return wt
 
 
-def _git_add(repo, path: Path, branch: str, base_commit: str) -> bool:
-    """`git worktree add` under the git lock; returns whether it created the branch."""
+def _git_add(repo, slug: str | None, path: Path, branch: str, base_commit: str, meanwhile=None) -> None:
+    """`git worktree add` under the git lock, with `meanwhile` run while git checks out (their times overlap
+    instead of adding up). Once git has made the branch, the worktree's row (if any) records that it may
+    delete it; that is written even when `meanwhile` fails, so the caller's undo knows."""
     with repo.lock("git"):
         git.run(["worktree", "prune"], repo.root)
-        if git.branch_exists(branch, repo.root):
-            git.run(["worktree", "add", str(path), branch], repo.root)
-            return False
-        git.run(["worktree", "add", "-b", branch, str(path), base_commit], repo.root)
-        return True
+        create = not git.branch_exists(branch, repo.root)
+        adding = git.start(["worktree", "add", *(["-b", branch, str(path), base_commit] if create
+                                                 else [str(path), branch])], repo.root)
+        try:
+            if meanwhile is not None:
+                meanwhile()
+        finally:
+            git.wait(adding)
+            if create and slug is not None:
+                with repo.store.tx() as conn:
+                    conn.execute("UPDATE worktrees SET branch_created = 1 WHERE slug = ?", (slug,))
 
 
 def _drop_row(repo, slug: str, kind: str, **data) -> dict | None:
@@ -217,33 +229,28 @@ def new(repo, slug: str, base: str | None = None, branch: str | None = None) -> 
         raise pre["problems"][0]
     branch, path, base_commit = pre["branch"], pre["path"], pre["base_commit"]
     base_url = redis.ensure(repo)
-    physical = redis.databases(base_url, repo=repo)
+    physical = redis.live_databases(repo, base_url)
     row, change = _allocate_row(repo, slug, path, branch, base_commit, physical, "creating")
     if row.get("creator_pid") != os.getpid():
         raise conflict(f"worktree {slug} already exists", f"use `agentkit worktree up {slug}` to bring it up")
     failpoints.reach("worktree-new:allocated")
-    made_branch = False
     try:
-        made_branch = _git_add(repo, path, branch, base_commit)
-        if made_branch:
-            _mark_branch_created(repo, slug)
+        # the slot is this row's already, so it is flushed (mostly: the Redis client imported) during the checkout
+        _git_add(repo, slug, path, branch, base_commit, meanwhile=lambda: _flush(repo, row, base_url))
         failpoints.reach("worktree-new:added")
         wt = _finish(repo, row, base_url, "worktree.created")
     except BaseException as exc:
-        _undo_new(repo, slug, path, branch if made_branch else None, exc)
+        _undo_new(repo, slug, path, exc)
         raise
     _write_mirror(repo)
     return {"schema_version": SCHEMA_VERSION, **wt, "band_change": change}
 
 
-def _mark_branch_created(repo, slug: str) -> None:
-    """Only a branch agentkit made may be deleted by `remove`; an adopted or pre-existing one never is."""
-    with repo.store.tx() as conn:
-        conn.execute("UPDATE worktrees SET branch_created = 1 WHERE slug = ?", (slug,))
-
-
-def _undo_new(repo, slug: str, path: Path, made_branch: str | None, exc: BaseException) -> None:
-    """Take back a failed `new`. If even that fails, the row stays `incomplete` for `up` or `cleanup`."""
+def _undo_new(repo, slug: str, path: Path, exc: BaseException) -> None:
+    """Take back a failed `new`, with the branch if agentkit made it (an adopted or pre-existing one never goes).
+    If even that fails, the row stays `incomplete` for `up` or `cleanup`."""
+    row = find(repo, slug) or {}
+    made_branch = row["branch"] if row.get("branch_created") else None
     if path.exists() or made_branch:
         with repo.lock("git"):
             if path.exists():
@@ -281,16 +288,15 @@ def up(repo, slug: str) -> dict:
         if path.exists():
             raise conflict(f"{path} exists but is not a git worktree of this repo",
                            "move that folder away and rerun `agentkit worktree up`")
-        made = _git_add(repo, path, branch, base_commit or git.rev("HEAD", repo.root))
+        _git_add(repo, slug if row is not None else None, path, branch, base_commit or git.rev("HEAD", repo.root))
         repaired.append("worktree")
-        if made and row is not None:
-            _mark_branch_created(repo, slug)
     change = None
     if row is None or row["redis_db"] is None or row["status"] != "active":
         if row is None or row["redis_db"] is None:
             row, change = _allocate_row(repo, slug, path, branch, base_commit,
                                         redis.databases(base_url, repo=repo), "creating")
             repaired.append("allocation")
+        _flush(repo, row, base_url)
         wt = _finish(repo, row, base_url, "worktree.up")
         repaired.append("env_file")
     else:
@@ -399,8 +405,7 @@ def remove(repo, slug: str, force: bool = False, dry_run: bool = False, released
             git.run(["branch", "-D", row["branch"]], repo.root, check=False)
     flushed = False
     if base_url is not None:
-        with repo.lock("flush"):
-            redis.flush(base_url, row["redis_db"], repo=repo)
+        _flush(repo, row, base_url)
         flushed = True
     change = _drop_row(repo, slug, "worktree.removed", redis_db=row["redis_db"], flushed=flushed)
     return {**steps, "flushed": flushed, "band_change": change}

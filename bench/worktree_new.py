@@ -18,6 +18,10 @@ in the kernel), which turns a 0.2 s checkout into 3-9 s of system time and burie
 For the same reason the temp dir defaults to /dev/shm (tmpfs) when it exists; --dir picks another place.
 AGENTKIT_* variables are dropped from the environment so the defaults are measured.
 
+Each round also times `python -c "import typer"`: the floor any typer command pays before its work starts,
+printed beside the overhead. On tmpfs a checkout is ~70 ms, so that floor alone is ~0.7x of it; on a disk
+(`--dir` on ext4) checkouts take 2-3x longer and the same overhead weighs correspondingly less.
+
 Goal: median(agentkit worktree new) / median(git worktree add) <= 1.5x.
 
     python bench/worktree_new.py [--rounds 7] [--warmup 1] [--files 10000] [--dir DIR] [--keep]
@@ -55,7 +59,7 @@ def main() -> int:
     check_rounds(parser, args)
     require_agentkit()
 
-    times: dict[str, list[float]] = {"git": [], "agentkit": []}
+    times: dict[str, list[float]] = {"git": [], "agentkit": [], "floor": []}
     with temp_dir("agentkit-bench-wt-", args.keep, args.dir) as tmp:
         repo, raw_root = tmp / "repo", tmp / "raw"
         raw_root.mkdir()
@@ -69,6 +73,7 @@ def main() -> int:
                        "agentkit": [AGENTKIT, "worktree", "new", slug]}
                 order = ["git", "agentkit"] if i % 2 == 0 else ["agentkit", "git"]
                 sample = {name: timed(ops[name], repo) for name in order}
+                sample["floor"] = timed([sys.executable, "-c", "import typer"], repo)
                 if i >= args.warmup:
                     for name, secs in sample.items():
                         times[name].append(secs)
@@ -84,7 +89,8 @@ def main() -> int:
     print(f"{'':<24}{'median':>10}{'p90':>10}")
     for name, label in (("git", "git worktree add"), ("agentkit", "agentkit worktree new")):
         print(f"{label:<24}{med[name] * 1000:8.1f}ms{pct(times[name], 0.9) * 1000:8.1f}ms")
-    print(f"overhead (median): {(med['agentkit'] - med['git']) * 1000:.1f} ms")
+    print(f"overhead (median): {(med['agentkit'] - med['git']) * 1000:.1f} ms, of which "
+          f"{med['floor'] * 1000:.1f} ms is starting Python with typer (`python -c 'import typer'`)")
     print(f"ratio of medians (agentkit / git): {ratio:.2f}x")
     print(f"goal <= {GOAL}x: {'met' if ratio <= GOAL else 'not met'}")
     return 0

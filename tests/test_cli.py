@@ -11,14 +11,13 @@ from agentkit.errors import ExitCode
 from tests.conftest import write_plugin
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
-HEAVY = ("redis", "rich", "sqlite_utils", "psutil", "yaml", "portalocker")
+HEAVY = ("redis", "rich", "sqlite_utils", "psutil", "yaml")
 
 
 def imported_modules(repo: Path, *args: str) -> set[str]:
-    code = ("import sys, runpy; sys.argv = ['agentkit', *sys.argv[1:]]\n"
-            "try:\n    runpy.run_module('agentkit.cli', run_name='__main__')\n"
-            "except SystemExit:\n    pass\n"
-            "print('\\n'.join(sys.modules), file=sys.stderr)")
+    code = ("import atexit, sys, runpy; sys.argv = ['agentkit', *sys.argv[1:]]\n"
+            "atexit.register(lambda: print('\\n'.join(sys.modules), file=sys.stderr))\n"
+            "runpy.run_module('agentkit.cli', run_name='__main__')")
     done = subprocess.run([sys.executable, "-c", code, *args], cwd=repo, capture_output=True, text=True)
     return set(done.stderr.split())
 
@@ -51,6 +50,21 @@ def test_json_error_object_and_stderr_message(repo, cli):
     assert res.err.startswith("error: unknown worktree")
     human = cli("worktree", "remove", "ghost")
     assert human.out == "" and "hint:" in human.err
+
+
+def test_an_unforeseen_failure_is_an_error_not_a_traceback(repo, cli, tmp_path):
+    """A plugin's hook that raises (here: while `worktree new` builds the env file) fails the command with
+    exit 1 and a message; the traceback only with AGENTKIT_TRACEBACK=1. The half-made worktree is rolled back."""
+    env = write_plugin(tmp_path, "broken_env", "from agentkit.hookspecs import hookimpl\n\n"
+                       "@hookimpl\ndef worktree_env(worktree, config):\n    return {}['boom']\n")
+    res = cli("worktree", "new", "a", "--json", env=env)
+    assert res.code == ExitCode.FAILED
+    assert res.json["error"]["message"] == "internal error: KeyError: 'boom'"
+    assert "AGENTKIT_TRACEBACK=1" in res.json["error"]["hint"]
+    assert "Traceback" not in res.err
+    assert cli("worktree", "list", "--json").json["worktrees"] == []
+    shown = cli("worktree", "new", "a", env={**env, "AGENTKIT_TRACEBACK": "1"})
+    assert shown.code == ExitCode.FAILED and "Traceback" in shown.err and "KeyError" in shown.err
 
 
 def test_usage_errors_exit_2_and_minus_c(repo, tmp_path, cli):

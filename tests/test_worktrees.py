@@ -126,6 +126,27 @@ def test_redis_down_fails_with_the_url_and_makes_nothing(repo, cli, tmp_path):
     assert cli("worktree", "list", "--json", env={"AGENTKIT_REDIS_URL": url}).json["worktrees"] == []
 
 
+@pytest.mark.parametrize("existing_branch", [False, True])
+def test_a_redis_that_refuses_flushdb_rolls_new_back(repo, cli, tmp_path, existing_branch):
+    """The flush runs while git checks out: when it fails, the finished checkout is taken back, and the branch
+    too, but only if agentkit made it (some hosted Redis disable FLUSHDB)."""
+    from tests.conftest import start_redis
+
+    server = start_redis(tmp_path / "noflush", extra='rename-command FLUSHDB ""\n')
+    try:
+        if existing_branch:
+            git(repo, "branch", "agent/a")
+        res = cli("worktree", "new", "a", "--json", env={"AGENTKIT_REDIS_URL": server.url})
+        assert res.code == ExitCode.FAILED
+        assert "unknown command" in res.json["error"]["message"].lower()
+        assert not (repo.parent / "app-worktrees" / "a").exists()
+        assert (git(repo, "branch", "--list", "agent/a") != "") is existing_branch
+        assert "app-worktrees" not in git(repo, "worktree", "list")
+        assert cli("worktree", "list", "--json", env={"AGENTKIT_REDIS_URL": server.url}).json["worktrees"] == []
+    finally:
+        server.stop()
+
+
 def test_external_redis_by_url(repo, cli, external_redis):
     env = {"AGENTKIT_REDIS_URL": external_redis.url}
     wt = cli("worktree", "new", "a", "--json", env=env).json

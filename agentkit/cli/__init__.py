@@ -189,23 +189,50 @@ def _register_plugin_commands() -> None:
         get_manager().hook.register_commands(app=app)
 
 
+def _run_and_leave(run) -> None:
+    """Run a command, then exit without the interpreter's teardown: freeing every imported module (the Redis
+    client alone is thousands of objects) costs a short command 25-35 ms after its work is done. Exit handlers
+    still run and output is flushed; SQLite needs no close (each commit is already durable in its WAL)."""
+    import atexit
+    import sys
+
+    try:
+        run()
+        code = 0
+    except SystemExit as exc:
+        code = exc.code
+    if code is not None and not isinstance(code, int):
+        print(code, file=sys.stderr)
+        code = 1
+    atexit._run_exitfuncs()
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except OSError:  # a closed pipe (`| head`): nothing more can be written anyway
+        code = code or 1
+    os._exit(code or 0)
+
+
 def main() -> None:
     import sys
 
     from agentkit.cli.common import handled
 
-    try:
-        with handled("--json" in sys.argv[1:]):
-            _register_plugin_commands()
-    except typer.Exit as exc:
-        sys.exit(exc.exit_code)
-    app()
+    def run() -> None:
+        try:
+            with handled("--json" in sys.argv[1:]):
+                _register_plugin_commands()
+        except typer.Exit as exc:
+            sys.exit(exc.exit_code)
+        app()
+
+    _run_and_leave(run)
 
 
 def agent_worktree_main() -> None:
     from agentkit.cli import worktree_app
 
-    worktree_app()
+    _run_and_leave(worktree_app)
 
 
 def install_docs_main() -> None:

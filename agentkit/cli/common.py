@@ -67,6 +67,17 @@ def handled(as_json: bool) -> Iterator[None]:
         if exc.hint:
             say(f"hint: {exc.hint}")
         raise typer.Exit(code) from None
+    except (typer.Exit, typer.Abort, typer.exceptions.TyperException):
+        raise  # the CLI's own flow: exits, usage errors
+    except Exception as exc:  # noqa: BLE001 - an unforeseen failure still reaches the user as an error, not a traceback
+        import os
+
+        if os.environ.get("AGENTKIT_TRACEBACK") not in (None, "", "0"):
+            raise
+        with handled(as_json):
+            raise AgentkitError(f"internal error: {type(exc).__name__}: {exc}",
+                                "this is a bug in agentkit or one of its plugins: rerun with AGENTKIT_TRACEBACK=1 "
+                                "to see where, and report it") from None
 
 
 def render(data, as_json: bool, human: Callable[[object], None]) -> None:

@@ -49,7 +49,8 @@ def record_failure(repo, conn, task: dict, reason: str | None, kind: str, retry_
 
 
 def apply_outcome(repo, conn, task_id: int, outcome: str, reason: str | None = None) -> dict:
-    """pass, fail, skip or reset a task inside the caller's transaction (claims.settle ends its claim)."""
+    """pass, fail, skip or reset a task inside the caller's transaction (claims.settle ends its claim); returns
+    what the outcome changed beside the task (`unblocked`, a failure's `blocked`), for the caller to show."""
     if outcome not in OUTCOMES:
         raise usage(f"unknown outcome {outcome!r}", f"choose one of: {', '.join(OUTCOMES)}")
     task = table.get(conn, task_id)
@@ -69,7 +70,7 @@ def apply_outcome(repo, conn, task_id: int, outcome: str, reason: str | None = N
         table.set_status(conn, task_id, "pending", reason, claim_id=None, attempts=0)
         extra = {"unblocked": unblock(conn)}
         events.record(conn, "task.reset", str(task_id), was=task["status"], reason=reason, **extra)
-    return {**table.show_in(conn, task_id), **extra}
+    return extra
 
 
 def put_back(conn, task_id: int, status: str, reason: str | None = None) -> None:

@@ -82,6 +82,22 @@ def test_lock_timeout_in_process(tmp_path):
     assert out.strip() == "5"
 
 
+def test_a_lock_held_by_a_killed_process_is_free_at_once(tmp_path):
+    """flock locks die with their process: kill -9 mid-step never leaves a lock for the next command."""
+    code = ("import sys, time; from pathlib import Path; from agentkit.state.locks import named_lock\n"
+            "with named_lock(Path(sys.argv[1]), 'git'):\n    print('held', flush=True)\n    time.sleep(60)")
+    holder = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "held"
+    with pytest.raises(StateError) as refused:
+        with named_lock(tmp_path, "git", timeout=0.2):
+            pass
+    assert f"held by pid {holder.pid}" in refused.value.message
+    holder.kill()
+    holder.wait()
+    with named_lock(tmp_path, "git", timeout=5):  # raises StateError if the dead holder still had it
+        pass
+
+
 def test_atomic_write_replaces_whole_and_leaves_no_temp_files(tmp_path):
     target = tmp_path / "d" / "f.json"
     atomic_write(target, "one")
