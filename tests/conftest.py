@@ -19,6 +19,17 @@ GIT_ENV = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com", "GIT_COM
            "GIT_COMMITTER_EMAIL": "t@example.com", "GIT_CONFIG_NOSYSTEM": "1"}
 
 
+def pytest_addoption(parser):
+    parser.addoption("--chaos-long", action="store_true", default=False,
+                     help="run the kill -9 chaos tests for hundreds of iterations instead of a few")
+
+
+@pytest.fixture
+def chaos_rounds(request):
+    """How many kill -9 rounds a chaos test runs: a few by default, hundreds with --chaos-long."""
+    return lambda few, many=300: many if request.config.getoption("--chaos-long") else few
+
+
 @pytest.fixture(autouse=True)
 def clean_env(monkeypatch, tmp_path):
     for key in list(os.environ):

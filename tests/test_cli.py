@@ -54,16 +54,16 @@ def test_json_error_object_and_stderr_message(repo, cli):
 
 def test_an_unforeseen_failure_is_an_error_not_a_traceback(repo, cli, tmp_path):
     """A plugin's hook that raises (here: while `worktree new` builds the env file) fails the command with
-    exit 1 and a message; the traceback only with AGENTKIT_TRACEBACK=1. The half-made worktree is rolled back."""
+    exit 1 and a message; the traceback only with AGENTKIT_DEBUG=1. The half-made worktree is rolled back."""
     env = write_plugin(tmp_path, "broken_env", "from agentkit.hookspecs import hookimpl\n\n"
                        "@hookimpl\ndef worktree_env(worktree, config):\n    return {}['boom']\n")
     res = cli("worktree", "new", "a", "--json", env=env)
     assert res.code == ExitCode.FAILED
     assert res.json["error"]["message"] == "internal error: KeyError: 'boom'"
-    assert "AGENTKIT_TRACEBACK=1" in res.json["error"]["hint"]
+    assert "AGENTKIT_DEBUG=1" in res.json["error"]["hint"]
     assert "Traceback" not in res.err
     assert cli("worktree", "list", "--json").json["worktrees"] == []
-    shown = cli("worktree", "new", "a", env={**env, "AGENTKIT_TRACEBACK": "1"})
+    shown = cli("worktree", "new", "a", env={**env, "AGENTKIT_DEBUG": "1"})
     assert shown.code == ExitCode.FAILED and "Traceback" in shown.err and "KeyError" in shown.err
 
 

@@ -72,11 +72,11 @@ def handled(as_json: bool) -> Iterator[None]:
     except Exception as exc:  # noqa: BLE001 - an unforeseen failure still reaches the user as an error, not a traceback
         import os
 
-        if os.environ.get("AGENTKIT_TRACEBACK") not in (None, "", "0"):
+        if os.environ.get("AGENTKIT_DEBUG") not in (None, "", "0"):
             raise
         with handled(as_json):
             raise AgentkitError(f"internal error: {type(exc).__name__}: {exc}",
-                                "this is a bug in agentkit or one of its plugins: rerun with AGENTKIT_TRACEBACK=1 "
+                                "this is a bug in agentkit or one of its plugins: rerun with AGENTKIT_DEBUG=1 "
                                 "to see where, and report it") from None
 
 
