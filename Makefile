@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test install lint docs bench clean
+.PHONY: demo test install lint docs bench coverage clean
 
 $(BIN)/agentkit: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,5 +34,16 @@ bench: install
 	$(BIN)/python bench/claims.py
 	$(BIN)/python bench/jobs.py
 
+# the suite under coverage, subprocesses included (each `agentkit` command a test runs is one)
+coverage: install
+	rm -f .coverage .coverage.*
+	COVERAGE_FILE=$(CURDIR)/.coverage $(BIN)/coverage run -m pytest -q -p no:cacheprovider
+	COVERAGE_FILE=$(CURDIR)/.coverage $(BIN)/coverage combine -q
+	COVERAGE_FILE=$(CURDIR)/.coverage $(BIN)/coverage report
+	COVERAGE_FILE=$(CURDIR)/.coverage $(BIN)/coverage json -q -o .coverage.json
+	@$(BIN)/python -c "import json; t = json.load(open('.coverage.json'))['totals']; \
+	print(f\"agentkit/: lines {100 * t['covered_lines'] / t['num_statements']:.1f}%, \
+	branches {100 * t['covered_branches'] / t['num_branches']:.1f}% (goal: 90% and 85%)\")"
+
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis .coverage .coverage.*
