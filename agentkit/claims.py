@@ -268,6 +268,9 @@ def release(repo, claim_id: str, outcome: str | None = None, reason: str | None 
 def settle(repo, task_id: int, outcome: str, reason: str | None = None, fence: int | None = None) -> dict:
     """A person's or a script's verdict on a task (`task pass|fail|skip|reset`), ending the claim on it.
     With a fence, refused (exit 7) unless that fence's claim still holds the task."""
+    if fence is not None and not 0 < fence < 2**63:  # fences count up from 1 in a 64-bit column
+        raise usage(f"--fence {fence} is not a fence: fences are positive 64-bit integers",
+                    "pass the fence printed by the `agentkit claim` that took this task")
     with repo.store.tx() as conn:
         tasks.get(conn, task_id)
         if fence is not None:
