@@ -1,5 +1,6 @@
 """The command contract: JSON shapes, exit codes, lazy imports, plugins, snapshot, docs that match the code."""
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -75,7 +76,21 @@ def test_usage_errors_exit_2_and_minus_c(repo, tmp_path, cli):
     assert res.returncode == 0 and '"worktrees": []' in res.stdout
     res = subprocess.run([sys.executable, "-m", "agentkit.cli", "-C", str(tmp_path / "nope"), "snapshot"],
                          capture_output=True, text=True)
-    assert res.returncode == ExitCode.USAGE and "cannot change to" in res.stderr
+    assert res.returncode == ExitCode.USAGE and "cannot change to" in res.stderr and res.stdout == ""
+    res = subprocess.run([sys.executable, "-m", "agentkit.cli", "-C", str(tmp_path / "nope"), "snapshot", "--json"],
+                         capture_output=True, text=True)
+    assert res.returncode == ExitCode.USAGE and "cannot change to" in json.loads(res.stdout)["error"]["message"]
+
+
+def test_click_usage_errors_keep_their_box_and_add_the_json_error(cli):
+    """A bad option value is click's usage error: the usage box on stderr as ever, and with --json also the
+    error object on stdout, as for every other failure."""
+    human = cli("task", "show", "abc")
+    assert human.code == ExitCode.USAGE and human.out == "" and "Usage:" in human.err
+    res = cli("task", "show", "abc", "--json")
+    assert res.code == ExitCode.USAGE and "Usage:" in res.err
+    assert res.json["error"]["name"] == "usage" and "'abc' is not a valid int" in res.json["error"]["message"]
+    assert "task show --help" in res.json["error"]["hint"]
 
 
 def test_plugins_lists_builtins_with_their_hooks(repo, cli):
