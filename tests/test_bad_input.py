@@ -9,7 +9,9 @@ Permission cases. The tests run as root, whom file modes do not stop: a `chmod 0
 case marked `deny` therefore runs its command under `setpriv --bounding-set=-dac_override,-dac_read_search`:
 still uid 0 and the owner of the files, but without the two capabilities that let root ignore file modes, so
 modes apply to it exactly as to the user who owns the repository (when the tests do not run as root, the modes
-apply anyway and the command runs as it is). An `immutable` case uses `chattr +i`, which stops root too.
+apply anyway and the command runs as it is). An `immutable` case uses `chattr +i`, which stops root too. A
+`home_on` case points AGENTKIT_HOME at a tmpfs mounted (read-only, or tiny: a full disk) in a mount namespace of
+the command's own (`unshare -m`), so the mount ends with the command and nothing outside ever sees it.
 """
 
 import json
@@ -140,6 +142,7 @@ class Case:
     env: dict = field(default_factory=dict)
     setup: Callable | None = None  # changes the copy before the command, returns its undo
     deny: bool = False  # run without root's power to ignore file modes
+    home_on: str | None = None  # run with AGENTKIT_HOME on a private tmpfs mounted with these options
     json: bool = True  # the command takes --json
     hides: str | None = None  # must not appear in the output (a password)
 
@@ -289,6 +292,8 @@ CASES = [
     C("home-under-proc", U, "state folder /proc/agentkit (from AGENTKIT_HOME)", "task", "list",
       env={"AGENTKIT_HOME": "/proc/agentkit"}),
     C("home-is-proc", U, "(from AGENTKIT_HOME)", "snapshot", env={"AGENTKIT_HOME": "/proc"}),
+    C("home-read-only-filesystem", U, "(from AGENTKIT_HOME): Read-only file system", "task", "list", home_on="ro"),
+    C("home-disk-full", F, "No space left on device", "task", "add", "x", home_on="size=4k"),
     # config
     C("config-not-utf8", U, "config.toml is not UTF-8 text", "config", "show",
       setup=write(CONFIG, b'[capacity]\nfloor = "\xff"\n')),
@@ -342,8 +347,8 @@ def _env(extra: dict | None = None) -> dict:
     return {**env, **GIT_ENV, **(extra or {})}
 
 
-def run(args: list[str], cwd: Path, env: dict | None = None, deny: bool = False) -> subprocess.CompletedProcess:
-    return subprocess.run([*(DENY if deny else []), sys.executable, "-m", "agentkit.cli", *args], cwd=cwd,
+def run(args: list[str], cwd: Path, env: dict | None = None, prefix: tuple = ()) -> subprocess.CompletedProcess:
+    return subprocess.run([*prefix, sys.executable, "-m", "agentkit.cli", *args], cwd=cwd,
                           capture_output=True, text=True, env=_env(env), stdin=subprocess.DEVNULL, timeout=60)
 
 
@@ -432,13 +437,28 @@ def _deny_works(tmp_path: Path) -> bool:
     probe = tmp_path / "probe"
     probe.write_text("x")
     probe.chmod(0)
-    return subprocess.run([*DENY, "cat", str(probe)], capture_output=True).returncode != 0
+    works = subprocess.run([*DENY, "cat", str(probe)], capture_output=True).returncode != 0
+    probe.unlink()
+    return works
+
+
+def _private_mount(options: str, at: Path) -> list[str]:
+    """A command prefix that runs the command with a tmpfs mounted at `at`, in a mount namespace of its own."""
+    return ["unshare", "-m", "sh", "-c", f'mount -t tmpfs -o {options} tmpfs "$0" && exec "$@"', str(at)]
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 def test_bad_input(case: Case, templates, tmp_path):
     if case.deny and not _deny_works(tmp_path):
         pytest.skip("cannot take away root's power over file modes here (setpriv)")
+    prefix, env = DENY if case.deny else [], dict(case.env)
+    if case.home_on:
+        home = tmp_path / "home-mount"
+        home.mkdir()
+        prefix = _private_mount(case.home_on, home)
+        if subprocess.run([*prefix, "true"], capture_output=True).returncode != 0:
+            pytest.skip("cannot mount a private tmpfs here (unshare -m, mount)")
+        env["AGENTKIT_HOME"] = str(home)
     template, names, snap_before = templates[case.kind]
     root = tmp_path / template.name
     shutil.copytree(template, root, symlinks=True)
@@ -449,7 +469,7 @@ def test_bad_input(case: Case, templates, tmp_path):
         args = [*args[:at], "--json", *args[at:]]
     try:
         before = db_rows(root), surroundings(root)
-        done = run(args, root, case.env, case.deny)
+        done = run(args, root, env, prefix)
         after = db_rows(root), surroundings(root)
     finally:
         if undo:

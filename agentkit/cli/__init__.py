@@ -103,8 +103,9 @@ def _usage_as_json() -> Iterator[None]:
     try:
         yield
     except typer.exceptions.TyperException as exc:
-        if "--json" in sys.argv[1:] and hasattr(exc, "format_message"):
-            from agentkit.cli.common import emit_json
+        from agentkit.cli.common import emit_json, wants_json
+
+        if wants_json(sys.argv[1:]) and hasattr(exc, "format_message"):
             from agentkit.errors import ExitCode
 
             ctx = getattr(exc, "ctx", None)
@@ -158,10 +159,10 @@ app = typer.Typer(name="agentkit", cls=_RootGroup, no_args_is_help=True, add_com
 
 def _chdir(path: Path | None) -> None:
     if path is not None:
-        from agentkit.cli.common import handled
+        from agentkit.cli.common import handled, wants_json
         from agentkit.errors import usage
 
-        with handled("--json" in sys.argv[1:]):
+        with handled(wants_json(sys.argv[1:])):
             try:
                 os.chdir(path)
             except OSError as exc:
@@ -254,11 +255,11 @@ def _run_and_leave(run) -> None:
 def _guarded(application, load_plugins: bool = False) -> None:
     """The error boundary around a whole command line: what a command's own `handled` block does not cover
     (option parsing callbacks, rendering, plugin loading) still ends as an error, never as a traceback."""
-    from agentkit.cli.common import handled
+    from agentkit.cli.common import handled, wants_json
 
     def run() -> None:
         try:
-            with handled("--json" in sys.argv[1:]):
+            with handled(wants_json(sys.argv[1:])):
                 if load_plugins:
                     _register_plugin_commands()
                 application()

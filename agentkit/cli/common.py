@@ -15,6 +15,12 @@ def say(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
+def wants_json(argv: list[str]) -> bool:
+    """Is --json one of agentkit's own arguments (not one of a command given after `--`, as in
+    `spawn -- tool --json`)? For failures met before a command parses its options."""
+    return "--json" in (argv[:argv.index("--")] if "--" in argv else argv)
+
+
 def emit_json(data) -> None:
     sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
     sys.stdout.flush()

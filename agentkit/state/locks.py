@@ -77,7 +77,10 @@ def named_lock(agents_dir: Path, name: str, timeout: float = 60.0) -> Iterator[N
                 "another agentkit command is running this step; retry, or check for a hung process",
                 ExitCode.LOCK_TIMEOUT,
             )
-        os.pwrite(fd, f"{os.getpid():<10}\n".encode(), 0)  # fixed width: overwritten in place, never truncated
+        try:
+            os.pwrite(fd, f"{os.getpid():<10}\n".encode(), 0)  # fixed width: overwritten in place, never truncated
+        except OSError as exc:  # a full disk
+            raise os_failure(exc, f"lock file {path}") from exc
         yield
     finally:
         os.close(fd)  # closing the descriptor releases the flock

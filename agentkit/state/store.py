@@ -32,8 +32,8 @@ def _access_hint(db: Path) -> str:
             f"folder {db.parent} (ls -la {db.parent}), or run agentkit as the user who owns them")
 
 
-def _why_not_open(db: Path) -> str:
-    """Which of the files SQLite needs it could not open, and why."""
+def _blocked(db: Path) -> str | None:
+    """Which of the files SQLite needs this user cannot open for writing, and why (None: it is not that)."""
     for path in (db, db.with_name(db.name + "-wal"), db.with_name(db.name + "-shm")):
         try:
             os.close(os.open(path, os.O_RDWR))
@@ -43,7 +43,7 @@ def _why_not_open(db: Path) -> str:
             return exc.strerror if path == db else f"{path.name}: {exc.strerror}"
     if not os.access(db.parent, os.W_OK | os.X_OK):
         return f"its folder {db.parent} is not writable"
-    return "SQLite could not open it"
+    return None
 
 
 def _schema_tables() -> set[str]:
@@ -61,12 +61,13 @@ def explain(exc: sqlite3.Error) -> StateError | None:
         return None
     name, text = getattr(exc, "sqlite_errorname", "") or "", str(exc)
     if name.startswith("SQLITE_READONLY") or "readonly database" in text:
-        return StateError(f"state database {db} is read-only for this user ({text})", _access_hint(db))
+        return StateError(f"state database {db} is read-only for this user: {_blocked(db) or text}",
+                          _access_hint(db))
     if name.startswith("SQLITE_CANTOPEN") or "unable to open database file" in text:
-        return StateError(f"cannot open state database {db}: {_why_not_open(db)}", _access_hint(db))
+        return StateError(f"cannot open state database {db}: {_blocked(db) or text}", _access_hint(db))
     if name.startswith(("SQLITE_CORRUPT", "SQLITE_NOTADB")):
         return _corrupt(db, exc)
-    if name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")):
+    if name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")) or "database is locked" in text:
         return StateError(f"state database {db} stayed locked by another process ({text})",
                           f"another agentkit command holds its write lock: retry, or look for a hung one (fuser {db})",
                           ExitCode.LOCK_TIMEOUT)

@@ -144,3 +144,21 @@ def test_explain_names_the_file_and_leaves_bugs_alone(repo):
     assert explained.code == ExitCode.FAILED and str(db) in explained.message
     assert "lost its jobs table" in explained.message and f"mv {db}" in explained.hint
     store.close()
+
+
+def test_a_state_database_locked_past_the_busy_timeout_is_exit_5(repo):
+    """Another process holding the write lock longer than busy_timeout (30 s in agentkit; 0 here, so the test
+    need not wait) is a lock timeout, naming the database."""
+    from agentkit.state import store as store_mod
+
+    store = open_store(resolve(repo))
+    holder = sqlite3.connect(resolve(repo).db, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    store.conn.execute("PRAGMA busy_timeout = 0")
+    with pytest.raises(sqlite3.OperationalError) as busy:
+        store.conn.execute("BEGIN IMMEDIATE")
+    explained = store_mod.explain(busy.value)
+    assert explained.code == ExitCode.LOCK_TIMEOUT and "stayed locked" in explained.message
+    assert str(resolve(repo).db) in explained.message
+    holder.execute("ROLLBACK")
+    store.close()
