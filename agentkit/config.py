@@ -96,7 +96,8 @@ def _typed(default: Any, value: Any) -> Any:
     return value
 
 
-_HOST_NAME = re.compile(r"(?=.{1,253}$)((?!-)[A-Za-z0-9-]{1,63}(?<!-)\.?)+")
+_LABEL = r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)"
+_HOST_NAME = re.compile(rf"(?=.{{1,253}}$){_LABEL}(\.{_LABEL})*\.?")  # dots between labels: no backtracking blow-up
 
 
 def _check_bind(value: str) -> None:

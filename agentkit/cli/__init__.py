@@ -103,17 +103,11 @@ def _usage_as_json() -> Iterator[None]:
     try:
         yield
     except typer.exceptions.TyperException as exc:
-        from agentkit.cli.common import emit_json, wants_json
+        from agentkit.cli.common import emit_error, wants_json
 
-        if wants_json(sys.argv[1:]) and hasattr(exc, "format_message"):
-            from agentkit.errors import ExitCode
-
+        if wants_json(sys.argv[1:]) and hasattr(exc, "format_message"):  # click's exceptions, exit 1 or 2
             ctx = getattr(exc, "ctx", None)
-            code = exc.exit_code
-            emit_json({"error": {"code": code,
-                                 "name": ExitCode(code).name.lower() if code in iter(ExitCode) else "failed",
-                                 "message": exc.format_message(),
-                                 "hint": f"see `{ctx.command_path} --help`" if ctx is not None else None}})
+            emit_error(exc.exit_code, exc.format_message(), f"see `{ctx.command_path} --help`" if ctx else None)
         raise
 
 

@@ -61,13 +61,17 @@ def _debug() -> bool:
     return os.environ.get("AGENTKIT_DEBUG") not in (None, "", "0")
 
 
+def emit_error(code: int, message: str, hint: str | None) -> None:
+    """The JSON error object (docs/exit-codes.md) on stdout."""
+    emit_json({"error": {"code": code, "name": ExitCode(code).name.lower(), "message": message, "hint": hint}})
+
+
 def fail(exc, as_json: bool):
     """Report an AgentkitError or StateError (message and hint on stderr, the JSON error with --json) and exit
     with its code."""
     code = int(exc.code)
     if as_json:
-        emit_json({"error": {"code": code, "name": ExitCode(code).name.lower(), "message": exc.message,
-                             "hint": exc.hint}})
+        emit_error(code, exc.message, exc.hint)
     say(f"error: {exc.message}")
     if exc.hint:
         say(f"hint: {exc.hint}")

@@ -45,7 +45,7 @@ _OS_HINTS = {
 
 def os_failure(exc: OSError, what: str | None = None, code: int = ExitCode.FAILED) -> StateError:
     """An OSError as an error a person can act on: the path (or `what`), the system's cause, and a next step."""
-    path = exc.filename if exc.filename is not None else None
+    path = exc.filename
     subject = what or (None if path is None else str(path) if exc.filename2 is None
                        else f"{path} -> {exc.filename2}")
     cause = exc.strerror or str(exc) or type(exc).__name__

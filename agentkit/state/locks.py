@@ -63,7 +63,7 @@ def named_lock(agents_dir: Path, name: str, timeout: float = 60.0) -> Iterator[N
         locks.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     except OSError as exc:
-        if locks.exists() and not locks.is_dir():
+        if os.path.lexists(locks) and not os.path.isdir(locks):
             raise StateError(f"lock folder {locks} is a file, not a folder",
                              f"move it aside (mv {locks} {locks}.bak) and rerun") from exc
         raise os_failure(exc, f"lock file {path}") from exc

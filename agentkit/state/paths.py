@@ -47,7 +47,7 @@ class Paths:
         failure (1)."""
         where = f"state folder {self.agents}" + (" (from AGENTKIT_HOME)" if self.from_env else "")
         code = ExitCode.USAGE if self.from_env else ExitCode.FAILED
-        if self.agents.exists() and not self.agents.is_dir():
+        if os.path.lexists(self.agents) and not os.path.isdir(self.agents):
             fix = ("point AGENTKIT_HOME at a folder, or unset it" if self.from_env
                    else f"move it aside (mv {self.agents} {self.agents}.bak) and rerun")
             return StateError(f"{where} is a file, not a folder", fix, code)
