@@ -1,6 +1,7 @@
 """The command contract: JSON shapes, exit codes, lazy imports, plugins, snapshot, docs that match the code."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -118,6 +119,12 @@ def test_plugin_adds_a_command_and_a_snapshot_section(repo, cli, tmp_path):
 def test_unknown_plugin_name_is_a_usage_error(repo, cli):
     res = cli("plugins", "--json", env={"AGENTKIT_PLUGINS": "no_such_plugin_xyz"})
     assert res.code == ExitCode.USAGE and "no_such_plugin_xyz" in res.json["error"]["message"]
+    # also where no plugin is ever loaded: built-ins that skip the plugin manager, and the agent-worktree script
+    assert cli("version", env={"AGENTKIT_PLUGINS": "no_such_plugin_xyz"}).code == ExitCode.USAGE
+    script = Path(sys.executable).parent / "agent-worktree"
+    done = subprocess.run([str(script), "list", "--json"], cwd=repo, capture_output=True, text=True,
+                          env={**os.environ, "AGENTKIT_PLUGINS": "no_such_plugin_xyz"})
+    assert done.returncode == ExitCode.USAGE and "no_such_plugin_xyz" in json.loads(done.stdout)["error"]["message"]
 
 
 def test_every_hook_is_documented():

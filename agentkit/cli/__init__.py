@@ -211,10 +211,6 @@ def _builtin_command(argv: list[str]) -> bool:
 
 
 def _register_plugin_commands() -> None:
-    if os.environ.get("AGENTKIT_PLUGINS"):  # a name that loads nothing is exit 2 for every command, built-in or not
-        from agentkit.plugins import check_selected
-
-        check_selected()
     if _builtin_command(sys.argv[1:]):
         return
     if os.environ.get("AGENTKIT_DISABLE_PLUGIN_AUTOLOAD") in (None, "", "0") or os.environ.get("AGENTKIT_PLUGINS"):
@@ -254,6 +250,10 @@ def _guarded(application, load_plugins: bool = False) -> None:
     def run() -> None:
         try:
             with handled(wants_json(sys.argv[1:])):
+                if os.environ.get("AGENTKIT_PLUGINS"):  # a name that loads nothing: exit 2 for every command,
+                    from agentkit.plugins import check_selected  # also those that never load plugins
+
+                    check_selected()
                 if load_plugins:
                     _register_plugin_commands()
                 application()
