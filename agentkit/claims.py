@@ -177,8 +177,8 @@ def _take(repo, conn, task_id: int | None) -> dict:
 def claim_regression(repo, agent: str, count: int = 1, lease: str | None = None) -> dict:
     """Passing tasks to re-verify, least recently verified first, leased so testers do not overlap."""
     _require_agent(agent)
-    if count < 1:
-        raise usage("--count must be at least 1")
+    if not 0 < count < 2**63:
+        raise usage(f"--count must be at least 1 (and below 2^63), not {count}")
     lease_s = _lease(repo, lease)
     with _step(repo) as conn:
         mine = conn.execute("SELECT * FROM claims WHERE agent = ? AND state = 'active' AND kind = 'regression' "

@@ -246,6 +246,8 @@ CASES = [
     C("claim-unknown-task", NF, "unknown task 99", "claim", "99", "--agent", "bob"),
     C("claim-regression-count-zero", U, "--count must be at least 1", "claim", "--agent", "bob", "--regression",
       "--count", "0"),
+    C("claim-regression-count-past-64-bits", U, "--count must be at least 1", "claim", "--agent", "bob",
+      "--regression", "--count", HUGE),
     C("heartbeat-unknown", NF, "unknown claim 'ghost'", "heartbeat", "ghost"),
     C("heartbeat-bad-lease", U, "is not a duration", "heartbeat", "{claim}", "--lease", "soon"),
     C("heartbeat-released-claim", CF, "is released", "heartbeat", "{released}"),
