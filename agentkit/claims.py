@@ -177,8 +177,8 @@ def _take(repo, conn, task_id: int | None) -> dict:
 def claim_regression(repo, agent: str, count: int = 1, lease: str | None = None) -> dict:
     """Passing tasks to re-verify, least recently verified first, leased so testers do not overlap."""
     _require_agent(agent)
-    if count < 1:
-        raise usage("--count must be at least 1")
+    if not 0 < count < 2**63:
+        raise usage(f"--count must be at least 1 (and below 2^63), not {count}")
     lease_s = _lease(repo, lease)
     with _step(repo) as conn:
         mine = conn.execute("SELECT * FROM claims WHERE agent = ? AND state = 'active' AND kind = 'regression' "
@@ -268,6 +268,9 @@ def release(repo, claim_id: str, outcome: str | None = None, reason: str | None 
 def settle(repo, task_id: int, outcome: str, reason: str | None = None, fence: int | None = None) -> dict:
     """A person's or a script's verdict on a task (`task pass|fail|skip|reset`), ending the claim on it.
     With a fence, refused (exit 7) unless that fence's claim still holds the task."""
+    if fence is not None and not 0 < fence < 2**63:  # fences count up from 1 in a 64-bit column
+        raise usage(f"--fence {fence} is not a fence: fences are positive 64-bit integers",
+                    "pass the fence printed by the `agentkit claim` that took this task")
     with repo.store.tx() as conn:
         tasks.get(conn, task_id)
         if fence is not None:

@@ -1,11 +1,13 @@
 """Configuration: defaults < [tool.agentkit] in pyproject.toml < .agents/config.toml < AGENTKIT_* env < flags."""
 
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agentkit.errors import usage
+from agentkit import durations
+from agentkit.errors import ExitCode, not_utf8, os_failure, usage
 
 # Every key agentkit reads, with its default. The type of the default is the type of the value.
 DEFAULTS: dict[str, Any] = {
@@ -37,7 +39,12 @@ DEFAULTS: dict[str, Any] = {
 
 MINIMUM = {"capacity.floor": 1, "capacity.step": 1, "redis.databases": 1, "ports.block": 1,
            "worktrees.stale_days": 0, "locks.timeout": 1, "tasks.max_attempts": 1,
-           "jobs.max_concurrency": 1, "jobs.max_queue_depth": 0}
+           "jobs.max_concurrency": 1, "jobs.max_queue_depth": 0, "ports.base": 1}
+INT64 = 2**63 - 1
+MAXIMUM = {"ports.base": 65535, "ports.block": 65535,
+           "redis.databases": 2**31 - 1,  # Redis's own bound on `databases` (INT_MAX)
+           "locks.timeout": int(durations.MAX_SECONDS)}  # past it the lock's timer overflows
+DURATIONS = ("claims.lease", "jobs.grace", "jobs.timeout", "jobs.ttl")  # parsed by agentkit.durations; "" = none
 
 
 def env_name(key: str) -> str:
@@ -54,34 +61,132 @@ def _flatten(table: dict, prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def _coerce(key: str, value: Any, source: str) -> Any:
-    default = DEFAULTS[key]
+class _Invalid(ValueError):
+    """A value that does not fit its key; the text says how (after `config KEY = VALUE (from SOURCE)`)."""
+
+
+def _int(value: Any) -> int:
+    """An int from TOML, or from the text of an env var or a flag; never a bool, a float or a list."""
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        raise _Invalid("is not a valid int")
     try:
-        if isinstance(default, list):
-            if isinstance(value, str):
-                value = [v for v in value.replace(" ", "").split(",") if v]
-            value = [int(v) for v in value]
-        elif isinstance(default, bool):
-            value = value if isinstance(value, bool) else str(value).lower() in {"1", "true", "yes", "on"}
-        elif isinstance(default, int):
-            value = int(value)
-        else:
-            value = str(value)
-    except (TypeError, ValueError) as exc:
-        raise usage(f"config {key} = {value!r} (from {source}) is not a valid {type(default).__name__}",
-                    f"fix it in {source}") from exc
-    if key in MINIMUM and value < MINIMUM[key]:
-        raise usage(f"config {key} = {value} (from {source}) must be at least {MINIMUM[key]}",
-                    f"fix it in {source}")
+        number = int(value)
+    except ValueError:
+        raise _Invalid("is not a valid int") from None
+    if not -INT64 - 1 <= number <= INT64:
+        raise _Invalid("is not a valid int: past 64 bits")
+    return number
+
+
+def _typed(default: Any, value: Any) -> Any:
+    """`value` as the type of `default`: a TOML value must already be of that type (a list of ints, an int, a
+    string); text (env vars, flags) is converted."""
+    if isinstance(default, list):
+        items = [v for v in value.replace(" ", "").split(",") if v] if isinstance(value, str) else value
+        if not isinstance(items, list):
+            raise _Invalid("is not a list of ints")
+        try:
+            return [_int(v) for v in items]
+        except _Invalid:
+            raise _Invalid("is not a list of ints") from None
+    if isinstance(default, int):
+        return _int(value)
+    if not isinstance(value, str):
+        raise _Invalid("is not a string")
     return value
 
 
-def _read_toml(path: Path) -> dict:
+_LABEL = r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)"
+_HOST_NAME = re.compile(rf"(?=.{{1,253}}$){_LABEL}(\.{_LABEL})*\.?")  # dots between labels: no backtracking blow-up
+
+
+def _check_bind(value: str) -> None:
+    """redis.bind: IP addresses or host names that resolve, space-separated as in redis.conf ('-' = optional)."""
+    import ipaddress
+
+    addresses = value.split()
+    if not addresses:
+        raise _Invalid("is empty: give an IP address or a host name")
+    for address in (a.removeprefix("-") for a in addresses):
+        try:
+            ipaddress.ip_address(address)
+            continue
+        except ValueError:
+            pass
+        if not _HOST_NAME.fullmatch(address) or address.rstrip(".").rsplit(".", 1)[-1].isdigit():
+            raise _Invalid(f"is not an IP address or a host name: {address!r}")
+        import socket
+
+        try:
+            socket.getaddrinfo(address, None)
+        except (OSError, UnicodeError):
+            raise _Invalid(f"names host {address!r}, which does not resolve") from None
+
+
+def _check_root(value: str) -> None:
+    if not value.strip():
+        raise _Invalid("is empty: give a folder, relative to the main checkout or absolute")
+    try:
+        value.format(repo="repo")
+    except (KeyError, IndexError, ValueError, AttributeError):
+        raise _Invalid("may hold {repo} and no other {…} field (write {{ and }} for braces)") from None
+
+
+def _check_file_name(value: str) -> None:
+    if value in ("", ".", "..") or "/" in value or "\0" in value:
+        raise _Invalid("must be a plain file name (no '/'): the file is written inside each worktree")
+
+
+def _check_url(value: str) -> None:
+    if value and not value.startswith(("redis://", "rediss://", "unix://")):
+        raise _Invalid("is not a redis://, rediss:// or unix:// URL (or empty, for the managed Redis)")
+
+
+def _check_reserved(value: list[int]) -> None:
+    if any(not 0 <= db <= MAXIMUM["redis.databases"] for db in value):
+        raise _Invalid("must hold Redis DB numbers (0 or more)")
+
+
+CHECKS = {"worktrees.root": _check_root, "worktrees.env_file": _check_file_name, "redis.url": _check_url,
+          "redis.bind": _check_bind, "redis.reserved": _check_reserved}
+
+
+def _coerce(key: str, value: Any, source: str) -> Any:
+    """A value from `source` for `key`, type-checked and validated (defaults are not: they are known good)."""
+    shown = value
+    try:
+        value = _typed(DEFAULTS[key], value)
+        if key in MINIMUM and value < MINIMUM[key]:
+            raise _Invalid(f"must be at least {MINIMUM[key]}")
+        if key in MAXIMUM and value > MAXIMUM[key]:
+            raise _Invalid(f"must be at most {MAXIMUM[key]}")
+        if key in CHECKS:
+            CHECKS[key](value)
+    except _Invalid as exc:
+        if key == "redis.url":
+            from agentkit.redis import redacted
+
+            shown = redacted(str(shown))
+        raise usage(f"config {key} = {shown!r} (from {source}) {exc}", f"fix it in {source}") from None
+    if key in DURATIONS and value:
+        durations.parse(value, f"config {key} (from {source})")
+    return value
+
+
+def _read_toml(path: Path) -> dict | None:
+    """A TOML file's tables, or None when there is no such file."""
     import tomllib
 
     try:
-        with path.open("rb") as fh:
-            return tomllib.load(fh)
+        raw = path.read_bytes()
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except OSError as exc:
+        raise os_failure(exc, f"config file {path}", ExitCode.USAGE) from exc
+    try:
+        return tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise not_utf8(path, exc, "TOML") from exc
     except tomllib.TOMLDecodeError as exc:
         raise usage(f"cannot parse {path}: {exc}", "fix the TOML syntax") from exc
 
@@ -108,13 +213,14 @@ class Config:
 def load(root: Path, config_file: Path, overrides: dict[str, Any] | None = None) -> Config:
     cfg = Config()
     pyproject = root / "pyproject.toml"
-    if pyproject.is_file():
-        tool = _read_toml(pyproject).get("tool", {}).get("agentkit", {})
-        for key, value in _flatten(tool).items():
-            cfg.set(key, value, f"{pyproject} [tool.agentkit]")
-    if config_file.is_file():
-        for key, value in _flatten(_read_toml(config_file)).items():
-            cfg.set(key, value, str(config_file))
+    tool = (_read_toml(pyproject) or {}).get("tool")
+    tool = tool.get("agentkit", {}) if isinstance(tool, dict) else {}
+    if not isinstance(tool, dict):
+        raise usage(f"tool.agentkit in {pyproject} is not a table", "write it as a [tool.agentkit] table")
+    for key, value in _flatten(tool).items():
+        cfg.set(key, value, f"{pyproject} [tool.agentkit]")
+    for key, value in _flatten(_read_toml(config_file) or {}).items():
+        cfg.set(key, value, str(config_file))
     for key in DEFAULTS:
         name = env_name(key)
         if name in os.environ:

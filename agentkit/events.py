@@ -4,6 +4,8 @@ import json
 import sqlite3
 import time
 
+from agentkit.errors import usage
+
 
 def record(conn: sqlite3.Connection, kind: str, subject: str | None = None, /, **data) -> None:
     """Append an event inside the caller's transaction, so it commits or rolls back with the change."""
@@ -12,6 +14,10 @@ def record(conn: sqlite3.Connection, kind: str, subject: str | None = None, /, *
 
 
 def recent(store, kind: str | None = None, since_id: int = 0, limit: int = 100) -> list[dict]:
+    if limit < 1:  # SQLite reads LIMIT -1 as "no limit"
+        raise usage(f"--limit {limit}: give at least 1", "for example: agentkit events --limit 50")
+    if since_id < 0:
+        raise usage(f"--since {since_id}: give an event id (0 for the first)", "event ids are 1 and up")
     sql = "SELECT * FROM events WHERE id > ?" + (" AND kind = ?" if kind else "") + " ORDER BY id LIMIT ?"
     params = (since_id, kind, limit) if kind else (since_id, limit)
     rows = store.rows(sql, params)

@@ -46,18 +46,44 @@ def _declares_agentkit_plugins() -> bool:
     return False
 
 
+def _entry_points() -> list:
+    """The installed plugins' entry points (none when autoload is off, or when no distribution declares any)."""
+    if os.environ.get("AGENTKIT_DISABLE_PLUGIN_AUTOLOAD") not in (None, "", "0") or not _declares_agentkit_plugins():
+        return []
+    from importlib.metadata import entry_points
+
+    return list(entry_points(group="agentkit"))
+
+
+def _unknown(name: str):
+    return usage(f"AGENTKIT_PLUGINS names {name!r}, which is neither an installed plugin nor a module",
+                 "check `agentkit plugins` for installed names")
+
+
+def check_selected() -> None:
+    """Refuse an AGENTKIT_PLUGINS name that names nothing loadable, without loading any plugin: the commands
+    that never load plugins (most built-ins, for speed) refuse it with the same exit 2 as those that do."""
+    from importlib.util import find_spec
+
+    unknown = set()
+    for name in _selected() or ():
+        try:
+            if find_spec(name) is None:
+                unknown.add(name)
+        except (ImportError, ValueError):  # a dotted name whose parent is missing, or an invalid name
+            unknown.add(name)
+    if unknown:
+        unknown -= {ep.name for ep in _entry_points()}
+    if unknown:
+        raise _unknown(sorted(unknown)[0])
+
+
 def _load(pm: pluggy.PluginManager) -> None:
     for name in DEFAULT_PLUGINS:
         pm.register(importlib.import_module(name), name=name)
     selected = _selected()
-    if os.environ.get("AGENTKIT_DISABLE_PLUGIN_AUTOLOAD") not in (None, "", "0") or not _declares_agentkit_plugins():
-        entry_points = []
-    else:
-        from importlib.metadata import entry_points as all_entry_points
-
-        entry_points = list(all_entry_points(group="agentkit"))
     found = set()
-    for ep in entry_points:
+    for ep in _entry_points():
         if selected is not None and ep.name not in selected:
             continue
         found.add(ep.name)
@@ -68,8 +94,7 @@ def _load(pm: pluggy.PluginManager) -> None:
         try:
             module = importlib.import_module(name)
         except ImportError as exc:
-            raise usage(f"AGENTKIT_PLUGINS names {name!r}, which is neither an installed plugin nor a module",
-                        "check `agentkit plugins` for installed names") from exc
+            raise _unknown(name) from exc
         if pm.get_plugin(name) is None:
             pm.register(module, name=name)
 

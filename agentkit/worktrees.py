@@ -14,7 +14,7 @@ SCHEMA_VERSION = 1
 
 
 def validate_slug(slug: str) -> str:
-    if not SLUG_RE.match(slug) or ".." in slug or slug.endswith((".lock", ".")):
+    if not SLUG_RE.fullmatch(slug) or ".." in slug or slug.endswith((".lock", ".")):
         raise usage(f"invalid slug {slug!r}: use 1-63 lowercase letters, digits, '.', '_' or '-', "
                     "starting with a letter or digit", "for example: agentkit worktree new feat-login")
     return slug
@@ -199,8 +199,11 @@ def _preflight(repo, slug: str, base: str | None, branch: str | None) -> dict:
     if path.exists():
         problems.append(conflict(f"{path} already exists", "choose another slug or remove that folder"))
     base_commit = git.rev(base or "HEAD", repo.root)
-    if not base_commit:
-        problems.append(usage(f"unknown base ref {base or 'HEAD'!r}", "pass --base with a branch, tag or commit"))
+    if not base_commit and base is None:  # HEAD names no commit: an empty (or bare, empty) repository
+        problems.append(usage("this repository has no commits yet: HEAD names no commit",
+                              "make a first commit (git commit --allow-empty -m 'first commit'), or pass --base"))
+    elif not base_commit:
+        problems.append(usage(f"unknown base ref {base!r}", "pass --base with a branch, tag or commit"))
     return {"branch": branch, "path": path, "base_commit": base_commit, "problems": problems}
 
 

@@ -1,5 +1,7 @@
 """The command contract: JSON shapes, exit codes, lazy imports, plugins, snapshot, docs that match the code."""
 
+import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -75,7 +77,21 @@ def test_usage_errors_exit_2_and_minus_c(repo, tmp_path, cli):
     assert res.returncode == 0 and '"worktrees": []' in res.stdout
     res = subprocess.run([sys.executable, "-m", "agentkit.cli", "-C", str(tmp_path / "nope"), "snapshot"],
                          capture_output=True, text=True)
-    assert res.returncode == ExitCode.USAGE and "cannot change to" in res.stderr
+    assert res.returncode == ExitCode.USAGE and "cannot change to" in res.stderr and res.stdout == ""
+    res = subprocess.run([sys.executable, "-m", "agentkit.cli", "-C", str(tmp_path / "nope"), "snapshot", "--json"],
+                         capture_output=True, text=True)
+    assert res.returncode == ExitCode.USAGE and "cannot change to" in json.loads(res.stdout)["error"]["message"]
+
+
+def test_click_usage_errors_keep_their_box_and_add_the_json_error(cli):
+    """A bad option value is click's usage error: the usage box on stderr as ever, and with --json also the
+    error object on stdout, as for every other failure."""
+    human = cli("task", "show", "abc")
+    assert human.code == ExitCode.USAGE and human.out == "" and "Usage:" in human.err
+    res = cli("task", "show", "abc", "--json")
+    assert res.code == ExitCode.USAGE and "Usage:" in res.err
+    assert res.json["error"]["name"] == "usage" and "'abc' is not a valid int" in res.json["error"]["message"]
+    assert "task show --help" in res.json["error"]["hint"]
 
 
 def test_plugins_lists_builtins_with_their_hooks(repo, cli):
@@ -103,6 +119,12 @@ def test_plugin_adds_a_command_and_a_snapshot_section(repo, cli, tmp_path):
 def test_unknown_plugin_name_is_a_usage_error(repo, cli):
     res = cli("plugins", "--json", env={"AGENTKIT_PLUGINS": "no_such_plugin_xyz"})
     assert res.code == ExitCode.USAGE and "no_such_plugin_xyz" in res.json["error"]["message"]
+    # also where no plugin is ever loaded: built-ins that skip the plugin manager, and the agent-worktree script
+    assert cli("version", env={"AGENTKIT_PLUGINS": "no_such_plugin_xyz"}).code == ExitCode.USAGE
+    script = Path(sys.executable).parent / "agent-worktree"
+    done = subprocess.run([str(script), "list", "--json"], cwd=repo, capture_output=True, text=True,
+                          env={**os.environ, "AGENTKIT_PLUGINS": "no_such_plugin_xyz"})
+    assert done.returncode == ExitCode.USAGE and "no_such_plugin_xyz" in json.loads(done.stdout)["error"]["message"]
 
 
 def test_every_hook_is_documented():

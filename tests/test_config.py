@@ -43,3 +43,42 @@ def test_reserved_list_from_env(repo):
         assert config.load(repo, repo / "none.toml")["redis.reserved"] == [0, 1]
     finally:
         del os.environ["AGENTKIT_REDIS_RESERVED"]
+
+
+def test_values_must_have_their_key_type(repo, monkeypatch):
+    """TOML values are not converted: a list, a float or a bool is not a string or an int; text from env vars
+    and flags is."""
+    import pytest
+
+    from agentkit.errors import AgentkitError
+
+    (repo / ".agents").mkdir()
+    toml = repo / ".agents" / "config.toml"
+    for text, says in (("[worktrees]\nroot = [1, 2]\n", "is not a string"), ("[capacity]\nfloor = 2.5\n", "valid int"),
+                       ("[capacity]\nstep = false\n", "valid int"), ("[redis]\nreserved = 0\n", "list of ints"),
+                       ("[redis]\nreserved = [true]\n", "list of ints")):
+        toml.write_text(text)
+        with pytest.raises(AgentkitError) as refused:
+            config.load(repo, toml)
+        assert refused.value.code == ExitCode.USAGE and says in refused.value.message, text
+    toml.write_text('[capacity]\nfloor = "7"\n[redis]\nreserved = "0, 2"\n')
+    monkeypatch.setenv("AGENTKIT_CAPACITY_STEP", " 4")
+    cfg = config.load(repo, toml)
+    assert (cfg["capacity.floor"], cfg["capacity.step"], cfg["redis.reserved"]) == (7, 4, [0, 2])
+
+
+def test_redis_bind_is_ip_addresses_or_host_names_that_resolve(repo, monkeypatch):
+    import pytest
+
+    from agentkit.errors import AgentkitError
+
+    for good in ("127.0.0.1", "::1", "127.0.0.1 -::1", "localhost"):
+        monkeypatch.setenv("AGENTKIT_REDIS_BIND", good)
+        assert config.load(repo, repo / "none.toml")["redis.bind"] == good
+    for bad, says in (("999.1.1.1", "not an IP address or a host name"), ("", "is empty"),
+                      ("no-such-host.invalid", "does not resolve"), ("bad_host!", "not an IP address")):
+        monkeypatch.setenv("AGENTKIT_REDIS_BIND", bad)
+        with pytest.raises(AgentkitError) as refused:
+            config.load(repo, repo / "none.toml")
+        assert refused.value.code == ExitCode.USAGE and "redis.bind" in refused.value.message
+        assert says in refused.value.message and "AGENTKIT_REDIS_BIND" in refused.value.hint

@@ -7,7 +7,9 @@ one command thus pays for that command's module alone, not for every module and 
 """
 
 import os
+import sys
 from collections.abc import Iterator, MutableMapping
+from contextlib import contextmanager
 from pathlib import Path
 
 import typer
@@ -94,7 +96,34 @@ class _Commands(MutableMapping):
         return len(self._entries)
 
 
-class _RootGroup(TyperGroup):
+@contextmanager
+def _usage_as_json() -> Iterator[None]:
+    """click's usage errors (a bad option value, a missing argument) keep their usage box on stderr; with --json
+    they also print the JSON error object, as every other failure does."""
+    try:
+        yield
+    except typer.exceptions.TyperException as exc:
+        from agentkit.cli.common import emit_error, wants_json
+
+        if wants_json(sys.argv[1:]) and hasattr(exc, "format_message"):  # click's exceptions, exit 1 or 2
+            ctx = getattr(exc, "ctx", None)
+            emit_error(exc.exit_code, exc.format_message(), f"see `{ctx.command_path} --help`" if ctx else None)
+        raise
+
+
+class _JsonUsageGroup(TyperGroup):
+    """A top-level group whose parsing errors (its own and its sub-commands') honour --json."""
+
+    def make_context(self, *args, **kwargs):
+        with _usage_as_json():
+            return super().make_context(*args, **kwargs)
+
+    def invoke(self, ctx):
+        with _usage_as_json():
+            return super().invoke(ctx)
+
+
+class _RootGroup(_JsonUsageGroup):
     """typer builds the root group from what is registered on `app` (the `demo` command, plugins' commands and
     sub-apps); this adds the lazy built-ins, keeping typer's order and its rule that a later registration of a
     name replaces the earlier one in place."""
@@ -124,11 +153,14 @@ app = typer.Typer(name="agentkit", cls=_RootGroup, no_args_is_help=True, add_com
 
 def _chdir(path: Path | None) -> None:
     if path is not None:
-        try:
-            os.chdir(path)
-        except OSError as exc:
-            typer.echo(f"error: cannot change to {path}: {exc.strerror}", err=True)
-            raise typer.Exit(2) from None
+        from agentkit.cli.common import handled, wants_json
+        from agentkit.errors import usage
+
+        with handled(wants_json(sys.argv[1:])):
+            try:
+                os.chdir(path)
+            except OSError as exc:
+                raise usage(f"cannot change to {path}: {exc.strerror}", "pass -C an existing folder") from None
 
 
 @app.callback()
@@ -151,7 +183,7 @@ def _worktree_app() -> typer.Typer:
     """`agent-worktree …`: the worktree commands with `scale` beside them (for repos that call bin/agent-worktree)."""
     from agentkit.cli import scale, worktree
 
-    wt_app = typer.Typer(name="agent-worktree", no_args_is_help=True, add_completion=False,
+    wt_app = typer.Typer(name="agent-worktree", cls=_JsonUsageGroup, no_args_is_help=True, add_completion=False,
                          pretty_exceptions_enable=False,
                          help="Agent worktrees and Redis capacity (the same as `agentkit worktree` + `scale`).")
     wt_app.callback()(root)
@@ -179,8 +211,6 @@ def _builtin_command(argv: list[str]) -> bool:
 
 
 def _register_plugin_commands() -> None:
-    import sys
-
     if _builtin_command(sys.argv[1:]):
         return
     if os.environ.get("AGENTKIT_DISABLE_PLUGIN_AUTOLOAD") in (None, "", "0") or os.environ.get("AGENTKIT_PLUGINS"):
@@ -194,7 +224,6 @@ def _run_and_leave(run) -> None:
     client alone is thousands of objects) costs a short command 25-35 ms after its work is done. Exit handlers
     still run and output is flushed; SQLite needs no close (each commit is already durable in its WAL)."""
     import atexit
-    import sys
 
     try:
         run()
@@ -213,26 +242,35 @@ def _run_and_leave(run) -> None:
     os._exit(code or 0)
 
 
-def main() -> None:
-    import sys
-
-    from agentkit.cli.common import handled
+def _guarded(application, load_plugins: bool = False) -> None:
+    """The error boundary around a whole command line: what a command's own `handled` block does not cover
+    (option parsing callbacks, rendering, plugin loading) still ends as an error, never as a traceback."""
+    from agentkit.cli.common import handled, wants_json
 
     def run() -> None:
         try:
-            with handled("--json" in sys.argv[1:]):
-                _register_plugin_commands()
+            with handled(wants_json(sys.argv[1:])):
+                if os.environ.get("AGENTKIT_PLUGINS"):  # a name that loads nothing: exit 2 for every command,
+                    from agentkit.plugins import check_selected  # also those that never load plugins
+
+                    check_selected()
+                if load_plugins:
+                    _register_plugin_commands()
+                application()
         except typer.Exit as exc:
             sys.exit(exc.exit_code)
-        app()
 
     _run_and_leave(run)
+
+
+def main() -> None:
+    _guarded(app, load_plugins=True)
 
 
 def agent_worktree_main() -> None:
     from agentkit.cli import worktree_app
 
-    _run_and_leave(worktree_app)
+    _guarded(worktree_app)
 
 
 def install_docs_main() -> None:

@@ -15,6 +15,12 @@ def say(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
+def wants_json(argv: list[str]) -> bool:
+    """Is --json one of agentkit's own arguments (not one of a command given after `--`, as in
+    `spawn -- tool --json`)? For failures met before a command parses its options."""
+    return "--json" in (argv[:argv.index("--")] if "--" in argv else argv)
+
+
 def emit_json(data) -> None:
     sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
     sys.stdout.flush()
@@ -49,35 +55,68 @@ def pairs(data: dict, keys: Sequence[str] | None = None) -> None:
         print(f"{key:<{width}}  {'' if value is None else _cell(value)}")
 
 
+def _debug() -> bool:
+    import os
+
+    return os.environ.get("AGENTKIT_DEBUG") not in (None, "", "0")
+
+
+def emit_error(code: int, message: str, hint: str | None) -> None:
+    """The JSON error object (docs/exit-codes.md) on stdout."""
+    emit_json({"error": {"code": code, "name": ExitCode(code).name.lower(), "message": message, "hint": hint}})
+
+
+def fail(exc, as_json: bool):
+    """Report an AgentkitError or StateError (message and hint on stderr, the JSON error with --json) and exit
+    with its code."""
+    code = int(exc.code)
+    if as_json:
+        emit_error(code, exc.message, exc.hint)
+    say(f"error: {exc.message}")
+    if exc.hint:
+        say(f"hint: {exc.hint}")
+    raise typer.Exit(code) from None
+
+
+def explain(exc: Exception):
+    """A failure from outside agentkit's own checks (the OS, SQLite, a file's encoding, a huge number) as an
+    error naming its cause and the fix; None when nothing explains it: then it is a bug."""
+    if isinstance(exc, OverflowError):  # an id or number past SQLite's 64-bit integers
+        return AgentkitError(f"a number is too large: {exc}", "ids, fences and priorities are 64-bit integers",
+                             ExitCode.USAGE)
+    sqlite3 = sys.modules.get("sqlite3")  # loaded if the failure could be one of its errors
+    if sqlite3 is not None and isinstance(exc, sqlite3.Error):
+        from agentkit.state.store import explain as explain_db
+
+        return explain_db(exc)
+    if isinstance(exc, OSError):
+        from agentkit.state import os_failure
+
+        return os_failure(exc)
+    if isinstance(exc, UnicodeDecodeError):
+        return AgentkitError(f"a file agentkit read is not UTF-8 text ({exc})",
+                             "rerun with AGENTKIT_DEBUG=1 to see which file, then re-save it as UTF-8 or move it aside")
+    return None
+
+
 @contextmanager
 def handled(as_json: bool) -> Iterator[None]:
-    """Turn a core failure into its message on stderr, a JSON error on stdout (with --json) and its exit code."""
+    """Turn a failure into its message on stderr, a JSON error on stdout (with --json) and its exit code. Core's
+    own errors keep theirs; the OS's, SQLite's and decoding errors are explained; anything else is an internal
+    error, with the traceback behind AGENTKIT_DEBUG=1."""
     try:
         yield
-    except OverflowError as exc:  # an id or number past SQLite's 64-bit integers
-        with handled(as_json):
-            raise AgentkitError(f"a number is too large: {exc}", "ids and priorities are 64-bit integers",
-                                ExitCode.USAGE) from None
     except FAILURES as exc:
-        code = int(exc.code)
-        if as_json:
-            emit_json({"error": {"code": code, "name": ExitCode(code).name.lower(), "message": exc.message,
-                                 "hint": exc.hint}})
-        say(f"error: {exc.message}")
-        if exc.hint:
-            say(f"hint: {exc.hint}")
-        raise typer.Exit(code) from None
+        fail(exc, as_json)
     except (typer.Exit, typer.Abort, typer.exceptions.TyperException):
         raise  # the CLI's own flow: exits, usage errors
     except Exception as exc:  # noqa: BLE001 - an unforeseen failure still reaches the user as an error, not a traceback
-        import os
-
-        if os.environ.get("AGENTKIT_DEBUG") not in (None, "", "0"):
+        if _debug():
             raise
-        with handled(as_json):
-            raise AgentkitError(f"internal error: {type(exc).__name__}: {exc}",
-                                "this is a bug in agentkit or one of its plugins: rerun with AGENTKIT_DEBUG=1 "
-                                "to see where, and report it") from None
+        fail(explain(exc) or AgentkitError(
+            f"internal error: {type(exc).__name__}: {exc}",
+            "this is a bug in agentkit or one of its plugins: rerun with AGENTKIT_DEBUG=1 to see where, and report "
+            "that traceback to agentkit's issue tracker (or the plugin's, when it ends in a plugin)"), as_json)
 
 
 def render(data, as_json: bool, human: Callable[[object], None]) -> None:

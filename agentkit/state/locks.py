@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from agentkit.state import ExitCode, StateError
+from agentkit.state import ExitCode, StateError, os_failure
 
 
 class _Expired(Exception):
@@ -58,9 +58,15 @@ def _acquire(fd: int, timeout: float) -> bool:
 def named_lock(agents_dir: Path, name: str, timeout: float = 60.0) -> Iterator[None]:
     """Hold an exclusive lock for a short step; raise StateError (exit 5) after `timeout` seconds."""
     locks = agents_dir / "locks"
-    locks.mkdir(parents=True, exist_ok=True)
     path = locks / f"{name}.lock"
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        locks.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        if os.path.lexists(locks) and not os.path.isdir(locks):
+            raise StateError(f"lock folder {locks} is a file, not a folder",
+                             f"move it aside (mv {locks} {locks}.bak) and rerun") from exc
+        raise os_failure(exc, f"lock file {path}") from exc
     try:
         started = time.monotonic()
         if not _acquire(fd, timeout):
@@ -71,7 +77,10 @@ def named_lock(agents_dir: Path, name: str, timeout: float = 60.0) -> Iterator[N
                 "another agentkit command is running this step; retry, or check for a hung process",
                 ExitCode.LOCK_TIMEOUT,
             )
-        os.pwrite(fd, f"{os.getpid():<10}\n".encode(), 0)  # fixed width: overwritten in place, never truncated
+        try:
+            os.pwrite(fd, f"{os.getpid():<10}\n".encode(), 0)  # fixed width: overwritten in place, never truncated
+        except OSError as exc:  # a full disk
+            raise os_failure(exc, f"lock file {path}") from exc
         yield
     finally:
         os.close(fd)  # closing the descriptor releases the flock

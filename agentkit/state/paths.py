@@ -5,7 +5,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from agentkit.state import ExitCode, StateError
+from agentkit.state import ExitCode, StateError, os_failure
 
 
 @dataclass(frozen=True)
@@ -13,6 +13,7 @@ class Paths:
     root: Path  # the main worktree: where .agents/ lives
     git_common_dir: Path
     agents: Path
+    from_env: bool = False  # `agents` is AGENTKIT_HOME's, not the default .agents/
 
     @property
     def db(self) -> Path:
@@ -32,11 +33,28 @@ class Paths:
 
     def ensure(self) -> None:
         """Create .agents/ and keep it out of git without touching the repo's own .gitignore."""
-        if not self.agents.is_dir():
-            self.agents.mkdir(parents=True, exist_ok=True)
-        ignore = self.agents / ".gitignore"
-        if not ignore.exists():
-            ignore.write_text("# created by agentkit: everything here is local state\n*\n")
+        try:
+            if not self.agents.is_dir():
+                self.agents.mkdir(parents=True, exist_ok=True)
+            ignore = self.agents / ".gitignore"
+            if not ignore.exists():
+                ignore.write_text("# created by agentkit: everything here is local state\n*\n")
+        except OSError as exc:
+            raise self._unusable(exc) from exc
+
+    def _unusable(self, exc: OSError) -> StateError:
+        """The state folder cannot be made or written: bad AGENTKIT_HOME is bad input (2), a broken .agents/ a
+        failure (1)."""
+        where = f"state folder {self.agents}" + (" (from AGENTKIT_HOME)" if self.from_env else "")
+        code = ExitCode.USAGE if self.from_env else ExitCode.FAILED
+        if os.path.lexists(self.agents) and not os.path.isdir(self.agents):
+            fix = ("point AGENTKIT_HOME at a folder, or unset it" if self.from_env
+                   else f"move it aside (mv {self.agents} {self.agents}.bak) and rerun")
+            return StateError(f"{where} is a file, not a folder", fix, code)
+        failure = os_failure(exc, where, code)
+        if self.from_env:
+            failure.hint = "point AGENTKIT_HOME at a folder this user can write, on a normal filesystem, or unset it"
+        return failure
 
 
 def _common_dir_from_dotgit(dotgit: Path) -> Path | None:
@@ -86,4 +104,4 @@ def resolve(start: Path | None = None) -> Paths:
         root = common
     home = os.environ.get("AGENTKIT_HOME")
     agents = (root / home).resolve() if home else root / ".agents"  # relative: to the main worktree
-    return Paths(root=root, git_common_dir=common, agents=agents)
+    return Paths(root=root, git_common_dir=common, agents=agents, from_env=bool(home))

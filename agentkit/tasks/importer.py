@@ -1,18 +1,33 @@
 """`task import`: a JSON or YAML file of tasks, all added or none, with every problem listed."""
 
 import json
+import math
 from pathlib import Path
 
 from agentkit import events
-from agentkit.errors import AgentkitError, ExitCode, not_found, usage
+from agentkit.errors import AgentkitError, ExitCode, not_found, not_utf8, os_failure, usage
 from agentkit.tasks import dag, table
+
+INT64 = range(-(2**63), 2**63)  # what SQLite's INTEGER holds
+
+
+def _read(path: Path) -> str:
+    try:
+        raw = path.read_bytes()
+    except (FileNotFoundError, NotADirectoryError) as exc:
+        raise not_found(f"cannot read {path}: {exc.strerror}", "check the path of the tasks file") from exc
+    except IsADirectoryError as exc:
+        raise usage(f"{path} is a folder, not a tasks file", "pass a JSON or YAML file") from exc
+    except OSError as exc:
+        raise os_failure(exc, f"tasks file {path}") from exc
+    try:
+        return raw.decode("utf-8-sig")  # a byte-order mark, as some editors write, is not an error
+    except UnicodeDecodeError as exc:
+        raise not_utf8(path, exc, "tasks") from exc
 
 
 def load_file(path: Path) -> list:
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise not_found(f"cannot read {path}: {exc.strerror}") from exc
+    text = _read(path)
     try:
         if path.suffix in (".yaml", ".yml"):
             import yaml
@@ -31,6 +46,23 @@ def load_file(path: Path) -> list:
 
 def _is_int(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _not_json(value, where: str) -> str | None:
+    """Where in `value` sits something a task cannot store as JSON (a YAML date, set or binary), or None."""
+    if value is None or isinstance(value, (str, int)) or isinstance(value, float) and math.isfinite(value):
+        return None
+    if isinstance(value, list):
+        return next((p for i, v in enumerate(value) if (p := _not_json(v, f"{where}[{i}]"))), None)
+    if isinstance(value, dict):
+        for key, v in value.items():
+            if not isinstance(key, str):
+                return f"{where} has the key {key!r}, which is not a string: quote it"
+            if problem := _not_json(v, f"{where}.{key}"):
+                return problem
+        return None
+    return (f"{where} is a YAML {type(value).__name__} ({value!s:.60}), which a task cannot store: quote it "
+            "to keep it as text")
 
 
 class _Ids:
@@ -58,8 +90,8 @@ def _entry(i: int, e, existing: set[int], seen: set[int], ids: _Ids, problems: l
         problems.append(f"{label}: needs a name")
         return None
     tid = e.get("id")
-    if tid is not None and (not _is_int(tid) or tid < 1):
-        problems.append(f"{label}: id must be a positive integer")
+    if tid is not None and (not _is_int(tid) or tid < 1 or tid not in INT64):
+        problems.append(f"{label}: id must be a positive integer (64-bit)")
         return None
     if tid in existing:
         problems.append(f"{label}: id {tid} already exists")
@@ -67,12 +99,16 @@ def _entry(i: int, e, existing: set[int], seen: set[int], ids: _Ids, problems: l
         problems.append(f"{label}: id {tid} is used twice in this file")
     if tid is not None:
         seen.add(tid)
-    checks = (("priority", 1000, _is_int, "priority must be an integer"),
+    checks = (("priority", 1000, lambda v: _is_int(v) and v in INT64, "priority must be an integer (64-bit)"),
+              ("description", "", lambda v: isinstance(v, str), "description must be a string"),
               ("steps", [], lambda v: isinstance(v, list), "steps must be a list"),
               ("meta", {}, lambda v: isinstance(v, dict), "meta must be an object"))
     for key, default, ok, message in checks:
-        if not ok(e.get(key, default)):
+        value = e.get(key, default)
+        if not ok(value):
             problems.append(f"{label}: {message}")
+        elif problem := _not_json(value, key):
+            problems.append(f"{label}: {problem}")
     if e.get("status") not in (None, "pending", "passing"):
         problems.append(f"{label}: status on import must be pending or passing")
     deps = e.get("depends_on", [])

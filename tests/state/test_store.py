@@ -122,3 +122,43 @@ def test_not_a_repository(tmp_path):
     with pytest.raises(StateError) as exc:
         resolve(tmp_path)
     assert exc.value.code == ExitCode.USAGE
+
+
+def test_explain_names_the_file_and_leaves_bugs_alone(repo):
+    """The error boundary explains what is wrong with the state database file; an error in agentkit's own SQL
+    (a typo, a table no migration makes) is not explained away, so it still surfaces as an internal error."""
+    from agentkit.state import store as store_mod
+
+    store = open_store(resolve(repo))
+    db = resolve(repo).db
+    with pytest.raises(sqlite3.OperationalError) as typo:
+        store.conn.execute("SELEC 1")
+    assert store_mod.explain(typo.value) is None
+    with pytest.raises(sqlite3.OperationalError) as unknown:
+        store.conn.execute("SELECT * FROM no_such_table_in_the_schema")
+    assert store_mod.explain(unknown.value) is None
+    store.conn.execute("DROP TABLE jobs")
+    with pytest.raises(sqlite3.OperationalError) as dropped:
+        store.conn.execute("SELECT * FROM jobs")
+    explained = store_mod.explain(dropped.value)
+    assert explained.code == ExitCode.FAILED and str(db) in explained.message
+    assert "lost its jobs table" in explained.message and f"mv {db}" in explained.hint
+    store.close()
+
+
+def test_a_state_database_locked_past_the_busy_timeout_is_exit_5(repo):
+    """Another process holding the write lock longer than busy_timeout (30 s in agentkit; 0 here, so the test
+    need not wait) is a lock timeout, naming the database."""
+    from agentkit.state import store as store_mod
+
+    store = open_store(resolve(repo))
+    holder = sqlite3.connect(resolve(repo).db, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    store.conn.execute("PRAGMA busy_timeout = 0")
+    with pytest.raises(sqlite3.OperationalError) as busy:
+        store.conn.execute("BEGIN IMMEDIATE")
+    explained = store_mod.explain(busy.value)
+    assert explained.code == ExitCode.LOCK_TIMEOUT and "stayed locked" in explained.message
+    assert str(resolve(repo).db) in explained.message
+    holder.execute("ROLLBACK")
+    store.close()
