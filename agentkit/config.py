@@ -167,7 +167,10 @@ def _coerce(key: str, value: Any, source: str) -> Any:
             from agentkit.redis import redacted
 
             shown = redacted(str(shown))
-        raise usage(f"config {key} = {shown!r} (from {source}) {exc}", f"fix it in {source}") from None
+        default = DEFAULTS[key]
+        raise usage(f"config {key} = {shown!r} (from {source}) {exc}",
+                    f"fix it in {source}" + (f" (the default is {default!r})" if default not in ("", [], None) else "")
+                    ) from None
     if key in DURATIONS and value:
         durations.parse(value, f"config {key} (from {source})")
     return value
