@@ -38,7 +38,7 @@ WORKTREE_LIST = ["worktree", "list", "--porcelain"]
 
 def worktrees(root: Path, porcelain: str | None = None) -> list[dict]:
     """`git worktree list --porcelain` (run now, or its output given) as dicts: path, head, branch (short),
-    prunable, bare."""
+    prunable, bare, detached, locked and lock_reason (git's own half-made worktrees say "initializing")."""
     items, cur = [], {}
     text = porcelain if porcelain is not None else run(WORKTREE_LIST, root).stdout
     for line in text.splitlines() + [""]:
@@ -56,6 +56,8 @@ def worktrees(root: Path, porcelain: str | None = None) -> list[dict]:
             cur["branch"] = value.removeprefix("refs/heads/")
         elif key in ("prunable", "bare", "detached", "locked"):
             cur[key] = True
+            if key == "locked":
+                cur["lock_reason"] = value
     return items
 
 
