@@ -245,13 +245,18 @@ def _whole_checkout(repo, path: Path, branch: str) -> bool:
 
 def _discard_checkout(repo, path: Path, folder_is_ours: bool) -> None:
     """Take away a checkout nobody can be using (of a failed or killed `new`, or a killed `remove`): git's entry,
-    overriding the lock git itself leaves on a half-made one ("initializing", never a lock you set), and, if
-    `folder_is_ours`, a folder git does not know. Hold the git lock."""
+    unlocking the lock git itself leaves on a half-made one ("initializing"; a lock you set is refused, exit 7).
+    With `folder_is_ours`, what git cannot remove (a removal killed midway takes the folder's .git file first)
+    is deleted and pruned. Hold the git lock."""
     _wait_for_git(repo, path)
     known = _git_worktree(repo, str(path))
     if known is not None:
-        forced = ["--force", "--force"] if known.get("lock_reason") == "initializing" else ["--force"]
-        git.run(["worktree", "remove", *forced, str(path)], repo.root)
+        if known.get("locked") and known.get("lock_reason") != "initializing":
+            raise conflict(f"{path} is locked ({known.get('lock_reason') or 'no reason given'})",
+                           f"unlock it with `git worktree unlock {path}` and rerun")
+        if known.get("locked"):
+            git.run(["worktree", "unlock", str(path)], repo.root)
+        git.run(["worktree", "remove", "--force", str(path)], repo.root, check=not folder_is_ours)
     if folder_is_ours and path.exists():
         import shutil
 

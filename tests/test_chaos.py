@@ -271,6 +271,29 @@ def test_a_half_checkout_is_redone_or_removed(big_repo, how):
     assert [w["slug"] for w in assert_consistent(big_repo)] == (["h"] if how == "up" else [])
 
 
+def half_removal(root: Path, slug: str) -> None:
+    """Kill `worktree remove` and its git once git has deleted the folder's .git file but not yet the rest
+    (retried if git was quicker): a folder git still lists but can no longer validate, so not remove."""
+    folder = wt_path(root, slug)
+    for _attempt in range(20):
+        ok("worktree", "new", slug, cwd=root)
+        proc = launch(root, "worktree", "remove", slug)
+        wait_until(proc, lambda: not (folder / ".git").exists(), "the removal")
+        kill(proc, group=True)
+        if folder.exists():
+            return
+        ok("worktree", "cleanup", "--yes", cwd=root)
+    pytest.fail("git always finished removing before the kill")
+
+
+@pytest.mark.parametrize("how", ["up", "cleanup"])
+def test_a_half_removal_is_finished_by_cleanup_or_redone_by_up(big_repo, how):
+    half_removal(big_repo, "h")
+    assert [w["status"] for w in ok("worktree", "list", "--json", cwd=big_repo).json["worktrees"]] == ["incomplete"]
+    recover(big_repo, how, "h")
+    assert [w["slug"] for w in assert_consistent(big_repo)] == (["h"] if how == "up" else [])
+
+
 def test_a_leftover_env_temp_file_is_removed_by_up_and_never_blocks_remove(big_repo):
     """atomic_write killed between its temp file and the rename leaves `..agent.env.XXXXXXXX.tmp` (its temp files
     are `.<name>.<random>.tmp`) in the worktree."""
