@@ -70,9 +70,28 @@ def branch_exists(branch: str, cwd: Path) -> bool:
     return run(["show-ref", "--verify", "--quiet", f"refs/heads/{branch}"], cwd, check=False).returncode == 0
 
 
+# `git status` refreshes the index when it may (an "optional" lock): killed meanwhile, it would leave an
+# index.lock that makes every later `git add` or `commit` there fail. agentkit only looks, so it never takes it.
+NO_OPTIONAL_LOCKS = "--no-optional-locks"
+
+
 def dirty(path: Path) -> list[str]:
     """Uncommitted changes (tracked or untracked, not ignored) in a worktree, as porcelain lines."""
-    return [ln for ln in run(["status", "--porcelain"], path).stdout.splitlines() if ln]
+    return [ln for ln in run([NO_OPTIONAL_LOCKS, "status", "--porcelain"], path).stdout.splitlines() if ln]
+
+
+def remove_worktree(path: Path, cwd: Path, force: bool, check: bool = True) -> subprocess.CompletedProcess:
+    """`git worktree remove` (its own check for changes is a `git status`, which takes no optional lock here)."""
+    return run([NO_OPTIONAL_LOCKS, "worktree", "remove", *(["--force"] if force else []), str(path)], cwd, check)
+
+
+def stale_locks(path: Path) -> list[Path]:
+    """Lock files (index.lock, HEAD.lock) in the own git dir of the worktree at `path`: a killed git's."""
+    try:
+        gitdir = (path / ".git").read_text().removeprefix("gitdir:").strip()
+    except OSError:
+        return []
+    return sorted((path / gitdir).glob("*.lock"))
 
 
 def is_ancestor(commit: str, of: str, cwd: Path) -> bool:

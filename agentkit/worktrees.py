@@ -231,9 +231,10 @@ def _wait_for_git(repo, path: Path) -> None:
 
 def _whole_checkout(repo, path: Path, branch: str) -> bool:
     """Did `git worktree add` finish this checkout? git keeps a worktree locked "initializing" until it has; a
-    killed add can also leave HEAD all zeros, or an index short of files (`git status` shows them deleted)."""
+    killed add can also leave HEAD all zeros, or an index short of files (`git status` shows them deleted), and
+    a killed git an index.lock. Call once no git works on it (_wait_for_git)."""
     known = _git_worktree(repo, str(path))
-    if known is None or not path.is_dir() or known.get("lock_reason") == "initializing":
+    if known is None or not path.is_dir() or known.get("lock_reason") == "initializing" or git.stale_locks(path):
         return False
     if not (known["head"] or "").strip("0") or known.get("branch") != branch:
         return False
@@ -256,7 +257,7 @@ def _discard_checkout(repo, path: Path, folder_is_ours: bool) -> None:
                            f"unlock it with `git worktree unlock {path}` and rerun")
         if known.get("locked"):
             git.run(["worktree", "unlock", str(path)], repo.root)
-        git.run(["worktree", "remove", "--force", str(path)], repo.root, check=not folder_is_ours)
+        git.remove_worktree(path, repo.root, force=True, check=not folder_is_ours)
     if folder_is_ours and path.exists():
         import shutil
 
@@ -514,7 +515,7 @@ def remove(repo, slug: str, force: bool = False, dry_run: bool = False, released
                 # asked again: a git its killed command left running may have made the branch only now
                 steps["delete_branch"] = _branch_disposable(repo, row)
             elif in_git:
-                git.run(["worktree", "remove", *(["--force"] if force else []), str(path)], repo.root)
+                git.remove_worktree(path, repo.root, force=force)
             git.run(["worktree", "prune"], repo.root, check=False)
             if steps["delete_branch"]:
                 git.run(["branch", "-D", row["branch"]], repo.root, check=False)
