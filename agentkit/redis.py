@@ -310,15 +310,21 @@ def _answers_as(target: str, pid: int, proc: subprocess.Popen | None = None, tim
         conn.close()
 
 
+BANNER = ("oO0OoO0OoO0Oo", "Redis version=", "Configuration loaded", "Server initialized", "WARNING")
+
+
 def _why_not_up(log: Path, offset: int, proc: subprocess.Popen) -> str:
-    """What redis-server said (its first warning since `offset`) and how it ended."""
+    """What redis-server said since `offset` (its first warning past the start banner, or a fatal config error
+    on its stderr) and how it ended."""
     try:
         with log.open("rb") as fh:
             fh.seek(offset)
-            said = fh.read().decode(errors="replace").splitlines()
+            said = [line for line in fh.read().decode(errors="replace").splitlines() if line.strip()]
     except OSError:
         said = []
-    warning = next((line.split(" # ", 1)[1] for line in said if " # " in line), said[-1] if said else "")
+    warnings = [line.split(" # ", 1)[1] for line in said if " # " in line]
+    fatal = next((line for line in said if "FATAL" in line), None)
+    warning = fatal or next((w for w in warnings if not w.startswith(BANNER)), said[-1] if said else "")
     code = proc.poll()
     if code is None:
         ended = "it did not answer within 10 s"
@@ -356,9 +362,11 @@ def _start_locked(repo, dbs: int, events: list) -> dict:
             port = _free_port(bind)
         atomic_write(conf, _conf(redis_dir, bind, port, dbs))
         offset = log.stat().st_size if log.exists() else 0
-        # its own session, as a daemon's: the end of this command (or of the job it runs in) must not take it
-        proc = subprocess.Popen([exe, str(conf)], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL, start_new_session=True, env=outside_jobs_environ())
+        # its own session, as a daemon's: the end of this command (or of the job it runs in) must not take it;
+        # what it prints before its log is open (a fatal config error) goes to the log too
+        with log.open("ab") as out:
+            proc = subprocess.Popen([exe, str(conf)], stdin=subprocess.DEVNULL, stdout=out, stderr=out,
+                                    start_new_session=True, env=outside_jobs_environ())
         failpoints.reach("redis-start:spawned")
         target = _base_url(bind, port)
         if _answers_as(target, proc.pid, proc):
