@@ -7,8 +7,13 @@ from agentkit.errors import AgentkitError
 
 
 def start(args: list[str], cwd: Path) -> subprocess.Popen:
-    """Start a git command and return at once, so other work overlaps it; `wait` collects it."""
-    return subprocess.Popen(["git", *args], cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    """Start a git command and return at once, so other work overlaps it; `wait` collects it.
+
+    git runs in a session of its own: agentkit killed (alone, or with its process group as when its terminal
+    goes away) never kills a git midway, which would leave a half checkout or a stale lock file; that git
+    finishes on its own (repairs wait for it) and, writing nothing on success, never meets the dead pipe."""
+    return subprocess.Popen(["git", *args], cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
 
 
 def wait(proc: subprocess.Popen, check: bool = True) -> subprocess.CompletedProcess:
