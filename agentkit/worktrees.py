@@ -348,13 +348,15 @@ def _undo_new(repo, slug: str, path: Path, exc: BaseException) -> None:
 
     try:
         row = find(repo, slug) or {}
-        with repo.lock("git"):
-            _discard_checkout(repo, path, folder_is_ours=False)  # a folder git does not know is not ours
-            if row and _branch_disposable(repo, row):
-                git.run(["branch", "-D", row["branch"]], repo.root)
+        drop_branch = bool(row) and _branch_disposable(repo, row)
+        if path.exists() or drop_branch:  # git got that far (a git lock that timed out would time out again)
+            with repo.lock("git"):
+                _discard_checkout(repo, path, folder_is_ours=False)  # a folder git does not know is not ours
+                if drop_branch:
+                    git.run(["branch", "-D", row["branch"]], repo.root)
         _drop_row(repo, slug, "worktree.rolled_back", error=getattr(exc, "message", str(exc)))
     except Exception:  # noqa: BLE001 - `exc` is the failure to report; what is left is for cleanup
-        if isinstance(exc, AgentkitError):
+        if isinstance(exc, FAILURES):
             exc.hint = (f"{exc.hint}; " if exc.hint else "") + (
                 f"taking {slug} back failed too: `agentkit worktree cleanup --yes` removes what is left")
         return
