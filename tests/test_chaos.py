@@ -106,7 +106,11 @@ def wait_until(proc: subprocess.Popen, reached, what: str, timeout: float = 30) 
 def park(root: Path, args: list[str], point: str, reached) -> subprocess.Popen:
     """Run a command that stops at failpoint `point`; return once `reached()` shows it got there."""
     proc = launch(root, *args, env={"AGENTKIT_FAILPOINT": point})
-    wait_until(proc, reached, point)
+    try:
+        wait_until(proc, reached, point)
+    except BaseException:
+        kill(proc, "process-group")  # never leave a command parked for an hour behind a failed test
+        raise
     time.sleep(0.1)  # the observable state shows a moment before the process parks
     return proc
 
