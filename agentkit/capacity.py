@@ -65,8 +65,7 @@ def scale_in(repo) -> dict:
         lower = grid_below(band.current, band.floor, band.step)
         busy = [band.used[db] for db in band.dbs[lower: band.current] if db in band.used]
         if busy:
-            top = band.dbs[lower: band.current]
-            raise conflict(f"the top step (redis dbs {top[0]}-{top[-1]}) is in use by {', '.join(busy)}",
+            raise conflict(f"the top step (slots {lower}-{band.current - 1}) is in use by {', '.join(busy)}",
                            "remove those worktrees first (`agentkit worktree remove SLUG`)")
         change = {"from": band.current, "to": lower, "reason": "scale in"}
         band.current = lower
@@ -85,38 +84,54 @@ def provisioners(repo) -> dict:
     return found
 
 
-def provision_plan(repo, target: int | None) -> dict:
-    """What provisioning would do: `restart` is False when `databases` already reaches the target."""
-    explicit = target is not None
-    target = target or repo.config["redis.databases"]
-    if target < 1:
-        raise usage(f"--target {target} must be a positive number of databases")
-    base = redis.ensure(repo)
-    before = redis.databases(base, repo=repo)
-    if explicit and target < before:
-        raise usage(f"lowering databases from {before} to {target} is refused: keys in the DBs above "
-                    f"{target - 1} would become unreachable", "choose a --target of at least " + str(before))
+def _checked_target(repo, target: int | None) -> int:
+    """The --target asked for (default redis.databases), within the bounds redis-server itself accepts."""
+    wanted = repo.config["redis.databases"] if target is None else target
+    if not 1 <= wanted <= redis.MAX_DATABASES:
+        raise usage(f"--target {wanted} is outside 1-{redis.MAX_DATABASES}, the range redis-server accepts for "
+                    "`databases`", "choose a number of databases such as 128 (each one costs memory)")
+    return wanted
+
+
+def _provisioner(repo):
+    """The restart function of redis.provisioner (default: managed, or command for an external Redis)."""
     name = repo.config["redis.provisioner"] or ("managed" if redis.is_managed(repo) else "command")
-    return {"schema_version": SCHEMA_VERSION, "url": redis.redacted(base), "managed": redis.is_managed(repo),
-            "provisioner": name,
-            "databases": before, "target": max(target, before), "restart": before < target}
+    found = provisioners(repo)
+    if name not in found:
+        raise usage(f"unknown redis.provisioner {name!r}",
+                    f"choose one of: {', '.join(sorted(found))} (or install a plugin that adds one)")
+    return name, found[name]
+
+
+def provision_plan(repo, target: int | None) -> dict:
+    """What provisioning would do: `restart` is False when `databases` already reaches the target. The target and
+    the provisioner are checked before Redis is started or touched."""
+    wanted = _checked_target(repo, target)
+    name, _restart = _provisioner(repo)
+    ready = redis.ensure_running(repo)
+    before = ready["databases"]
+    if target is not None and wanted < before:
+        raise usage(f"lowering databases from {before} to {wanted} is refused: keys in the DBs above "
+                    f"{wanted - 1} would become unreachable", "choose a --target of at least " + str(before))
+    return {"schema_version": SCHEMA_VERSION, "url": redis.redacted(ready["url"]), "managed": redis.is_managed(repo),
+            "provisioner": name, "databases": before, "target": max(wanted, before), "restart": before < wanted,
+            **({"warning": ready["warning"]} if ready["warning"] else {})}
 
 
 def provision(repo, target: int | None) -> dict:
-    """Raise `databases` to `target`, restarting Redis exactly once (or not at all if already there)."""
+    """Raise `databases` to `target`, restarting Redis exactly once (or not at all if already there): racing
+    provisioners queue on `provision.lock` and the later ones find the work done."""
     plan = provision_plan(repo, target)
     if not plan["restart"]:
         return {**plan, "restarted": False}
-    found = provisioners(repo)
-    if plan["provisioner"] not in found:
-        raise usage(f"unknown redis.provisioner {plan['provisioner']!r}",
-                    f"choose one of: {', '.join(sorted(found))} (or install a plugin that adds one)")
+    _name, restart = _provisioner(repo)
     with repo.lock("provision"):
-        before = redis.databases(redis.ensure(repo), repo=repo)
+        before = redis.ensure_running(repo)["databases"]
         restarted = before < plan["target"]
         if restarted:
-            found[plan["provisioner"]](repo, plan["target"])
-        after = redis.databases(redis.ensure(repo), repo=repo)
+            restart(repo, plan["target"])
+        ready = redis.ensure_running(repo, with_databases=False)
+        after = redis.databases(ready["url"], repo=repo)
     if restarted and after < plan["target"]:
         raise AgentkitError(f"Redis restarted but reports databases {after}, not {plan['target']}",
                             "check that the restart command loads the conf file agentkit wrote")
@@ -126,4 +141,8 @@ def provision(repo, target: int | None) -> dict:
         if restarted:
             events.record(conn, "redis.provisioned", "redis", **{"from": before, "to": after})
     write_mirror(repo)
-    return {**plan, "databases": after, "previous": before, "restarted": restarted}
+    out = {**plan, "databases": after, "previous": before, "restarted": restarted}
+    if redis.redacted(ready["url"]) != plan["url"]:
+        out["warning"] = (f"Redis came back at {redis.redacted(ready['url'])}, not {plan['url']} (its port was "
+                          "taken meanwhile); the env files of the worktrees were rewritten")
+    return out

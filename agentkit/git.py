@@ -7,8 +7,13 @@ from agentkit.errors import AgentkitError
 
 
 def start(args: list[str], cwd: Path) -> subprocess.Popen:
-    """Start a git command and return at once, so other work overlaps it; `wait` collects it."""
-    return subprocess.Popen(["git", *args], cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    """Start a git command and return at once, so other work overlaps it; `wait` collects it.
+
+    git runs in a session of its own: agentkit killed (alone, or with its process group as when its terminal
+    goes away) never kills a git midway, which would leave a half checkout or a stale lock file; that git
+    finishes on its own (repairs wait for it) and, writing nothing on success, never meets the dead pipe."""
+    return subprocess.Popen(["git", *args], cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
 
 
 def wait(proc: subprocess.Popen, check: bool = True) -> subprocess.CompletedProcess:
@@ -38,7 +43,7 @@ WORKTREE_LIST = ["worktree", "list", "--porcelain"]
 
 def worktrees(root: Path, porcelain: str | None = None) -> list[dict]:
     """`git worktree list --porcelain` (run now, or its output given) as dicts: path, head, branch (short),
-    prunable, bare."""
+    prunable, bare, detached, locked and lock_reason (git's own half-made worktrees say "initializing")."""
     items, cur = [], {}
     text = porcelain if porcelain is not None else run(WORKTREE_LIST, root).stdout
     for line in text.splitlines() + [""]:
@@ -56,6 +61,8 @@ def worktrees(root: Path, porcelain: str | None = None) -> list[dict]:
             cur["branch"] = value.removeprefix("refs/heads/")
         elif key in ("prunable", "bare", "detached", "locked"):
             cur[key] = True
+            if key == "locked":
+                cur["lock_reason"] = value
     return items
 
 
@@ -68,9 +75,28 @@ def branch_exists(branch: str, cwd: Path) -> bool:
     return run(["show-ref", "--verify", "--quiet", f"refs/heads/{branch}"], cwd, check=False).returncode == 0
 
 
+# `git status` refreshes the index when it may (an "optional" lock): killed meanwhile, it would leave an
+# index.lock that makes every later `git add` or `commit` there fail. agentkit only looks, so it never takes it.
+NO_OPTIONAL_LOCKS = "--no-optional-locks"
+
+
 def dirty(path: Path) -> list[str]:
     """Uncommitted changes (tracked or untracked, not ignored) in a worktree, as porcelain lines."""
-    return [ln for ln in run(["status", "--porcelain"], path).stdout.splitlines() if ln]
+    return [ln for ln in run([NO_OPTIONAL_LOCKS, "status", "--porcelain"], path).stdout.splitlines() if ln]
+
+
+def remove_worktree(path: Path, cwd: Path, force: bool, check: bool = True) -> subprocess.CompletedProcess:
+    """`git worktree remove` (its own check for changes is a `git status`, which takes no optional lock here)."""
+    return run([NO_OPTIONAL_LOCKS, "worktree", "remove", *(["--force"] if force else []), str(path)], cwd, check)
+
+
+def stale_locks(path: Path) -> list[Path]:
+    """Lock files (index.lock, HEAD.lock) in the own git dir of the worktree at `path`: a killed git's."""
+    try:
+        gitdir = (path / ".git").read_text().removeprefix("gitdir:").strip()
+    except OSError:
+        return []
+    return sorted((path / gitdir).glob("*.lock"))
 
 
 def is_ancestor(commit: str, of: str, cwd: Path) -> bool:

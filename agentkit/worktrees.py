@@ -6,7 +6,7 @@ import time
 from pathlib import Path
 
 from agentkit import band, events, failpoints, git, procs, redis
-from agentkit.errors import AgentkitError, conflict, not_found, usage
+from agentkit.errors import FAILURES, AgentkitError, ExitCode, conflict, not_found, usage
 from agentkit.state.files import atomic_write
 
 SLUG_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
@@ -100,13 +100,36 @@ def _write_env(repo, wt: dict) -> None:
     atomic_write(Path(wt["env_file"]), "\n".join(lines) + "\n", mode=0o600)  # REDIS_URL may carry a password
 
 
+def _leftover_temps(file: Path) -> list[Path]:
+    """Temp files that a write of `file` killed midway left beside it (atomic_write's `.<name>.XXXX.tmp`)."""
+    return sorted(file.parent.glob(f".{file.name}.*.tmp")) if file.parent.is_dir() else []
+
+
+def _env_temps(repo, path: Path) -> list[Path]:
+    return _leftover_temps(path / repo.config["worktrees.env_file"])
+
+
+def rewrite_env_files(repo, base_url: str) -> list[str]:
+    """Point the env file of every active worktree at `base_url` (after the managed Redis moved port); the slugs
+    whose file was rewritten."""
+    done = []
+    for row in repo.store.rows("SELECT * FROM worktrees WHERE status = 'active' AND redis_db IS NOT NULL "
+                               "ORDER BY slug"):
+        if Path(row["path"]).is_dir():
+            _write_env(repo, describe(repo, row, base_url, "active"))
+            done.append(row["slug"])
+    return done
+
+
 def _exclude_env_file(repo) -> None:
     """Keep the env file out of `git status` in every worktree (info/exclude is shared by all of them)."""
     pattern = "/" + repo.config["worktrees.env_file"]
     exclude = repo.paths.git_common_dir / "info" / "exclude"
     text = exclude.read_text() if exclude.exists() else ""
     if pattern not in text.splitlines():
-        with repo.lock("git"):
+        with repo.lock("git"):  # every writer of info/exclude holds it: a temp file found now is a dead one's
+            for temp in _leftover_temps(exclude):
+                temp.unlink(missing_ok=True)
             text = exclude.read_text() if exclude.exists() else ""
             if pattern not in text.splitlines():
                 atomic_write(exclude, text + ("" if text.endswith("\n") or not text else "\n") + pattern + "\n")
@@ -114,6 +137,15 @@ def _exclude_env_file(repo) -> None:
 
 def _creator_alive(row: dict) -> bool:
     return procs.alive(row.get("creator_pid"), row.get("creator_started"))
+
+
+def _busy(row: dict, hint: str) -> AgentkitError:
+    doing = {"creating": "created", "removing": "removed"}[row["status"]]
+    return conflict(f"worktree {row['slug']} is being {doing} by pid {row['creator_pid']}", hint)
+
+
+def _warning(ready: dict) -> dict:
+    return {"warning": ready["warning"]} if ready["warning"] else {}
 
 
 def _allocate_row(repo, slug: str, path: Path, branch: str, base_commit: str | None,
@@ -160,21 +192,84 @@ def _finish(repo, row: dict, base_url: str, kind: str) -> dict:
 
 def _git_add(repo, slug: str | None, path: Path, branch: str, base_commit: str, meanwhile=None) -> None:
     """`git worktree add` under the git lock, with `meanwhile` run while git checks out (their times overlap
-    instead of adding up). Once git has made the branch, the worktree's row (if any) records that it may
-    delete it; that is written even when `meanwhile` fails, so the caller's undo knows."""
+    instead of adding up). When git is to make the branch, the worktree's row (if any) records that before git
+    runs, so no crash can lose whose branch it is (undo and remove delete it only if nothing is on it)."""
     with repo.lock("git"):
         git.run(["worktree", "prune"], repo.root)
         create = not git.branch_exists(branch, repo.root)
-        adding = git.start(["worktree", "add", *(["-b", branch, str(path), base_commit] if create
-                                                 else [str(path), branch])], repo.root)
+        if create and slug is not None:
+            with repo.store.tx() as conn:
+                conn.execute("UPDATE worktrees SET branch_created = 1 WHERE slug = ?", (slug,))
+        failpoints.reach("worktree-add:branch-recorded")
+        # --quiet: a git whose agentkit was killed then writes nothing to the dead pipe, so it finishes its
+        # checkout instead of dying of SIGPIPE half-way; repairs wait for it (_wait_for_git)
+        adding = git.start(["worktree", "add", "--quiet", *(["-b", branch, str(path), base_commit] if create
+                                                            else [str(path), branch])], repo.root)
+        failpoints.reach("worktree-add:checking-out")
         try:
             if meanwhile is not None:
                 meanwhile()
         finally:
             git.wait(adding)
-            if create and slug is not None:
-                with repo.store.tx() as conn:
-                    conn.execute("UPDATE worktrees SET branch_created = 1 WHERE slug = ?", (slug,))
+
+
+def _wait_for_git(repo, path: Path) -> None:
+    """Wait for a git command still working on `path`: one whose agentkit was killed runs on (a `worktree add`
+    checking out, a `worktree remove` deleting), and a repair must not race it."""
+    import psutil
+
+    mine = str(path)
+    working = [p for p in psutil.process_iter(["name", "cmdline"])
+               if (p.info["name"] or "").startswith("git") and mine in (p.info["cmdline"] or ())]
+    timeout = repo.config["locks.timeout"]
+    _gone, left = psutil.wait_procs(working, timeout=timeout) if working else ([], [])
+    if left:
+        raise AgentkitError(f"git (pid {left[0].pid}) has been working on {path} for more than {timeout}s",
+                            f"wait for it to finish (or stop it: kill {left[0].pid}), then rerun",
+                            ExitCode.LOCK_TIMEOUT)
+
+
+def _whole_checkout(repo, path: Path, branch: str) -> bool:
+    """Did `git worktree add` finish this checkout? git keeps a worktree locked "initializing" until it has; a
+    killed add can also leave HEAD all zeros, or an index short of files (`git status` shows them deleted), and
+    a killed git an index.lock. Call once no git works on it (_wait_for_git)."""
+    known = _git_worktree(repo, str(path))
+    if known is None or not path.is_dir() or known.get("lock_reason") == "initializing" or git.stale_locks(path):
+        return False
+    if not (known["head"] or "").strip("0") or known.get("branch") != branch:
+        return False
+    try:
+        return not git.dirty(path)
+    except AgentkitError:
+        return False
+
+
+def _discard_checkout(repo, path: Path, folder_is_ours: bool) -> None:
+    """Take away a checkout nobody can be using (of a failed or killed `new`, or a killed `remove`): git's entry,
+    unlocking the lock git itself leaves on a half-made one ("initializing"; a lock you set is refused, exit 7).
+    With `folder_is_ours`, what git cannot remove (a removal killed midway takes the folder's .git file first)
+    is deleted and pruned. Hold the git lock."""
+    _wait_for_git(repo, path)
+    known = _git_worktree(repo, str(path))
+    if known is not None:
+        if known.get("locked") and known.get("lock_reason") != "initializing":
+            raise conflict(f"{path} is locked ({known.get('lock_reason') or 'no reason given'})",
+                           f"unlock it with `git worktree unlock {path}` and rerun")
+        if known.get("locked"):
+            git.run(["worktree", "unlock", str(path)], repo.root)
+        git.remove_worktree(path, repo.root, force=True, check=not folder_is_ours)
+    if folder_is_ours and path.exists():
+        import shutil
+
+        shutil.rmtree(path)
+    git.run(["worktree", "prune"], repo.root, check=False)
+
+
+def _branch_disposable(repo, row: dict) -> bool:
+    """May the row's branch go with it? Only if agentkit made it and nothing on it would be lost."""
+    head = git.rev(row["branch"], repo.root)
+    return bool(row.get("branch_created")) and bool(head) and (
+        head == row["base_commit"] or git.is_ancestor(head, "HEAD", repo.root))
 
 
 def _drop_row(repo, slug: str, kind: str, **data) -> dict | None:
@@ -182,7 +277,6 @@ def _drop_row(repo, slug: str, kind: str, **data) -> dict | None:
         conn.execute("DELETE FROM worktrees WHERE slug = ?", (slug,))
         change = band.shrink_after_release(repo, conn, slug, slots(conn))
         events.record(conn, kind, slug, **data)
-    _write_mirror(repo)
     return change
 
 
@@ -231,37 +325,46 @@ def new(repo, slug: str, base: str | None = None, branch: str | None = None) -> 
     if pre["problems"]:
         raise pre["problems"][0]
     branch, path, base_commit = pre["branch"], pre["path"], pre["base_commit"]
-    base_url = redis.ensure(repo)
-    physical = redis.live_databases(repo, base_url)
-    row, change = _allocate_row(repo, slug, path, branch, base_commit, physical, "creating")
+    ready = redis.ensure_running(repo)
+    base_url = ready["url"]
+    row, change = _allocate_row(repo, slug, path, branch, base_commit, ready["databases"], "creating")
     if row.get("creator_pid") != os.getpid():
         raise conflict(f"worktree {slug} already exists", f"use `agentkit worktree up {slug}` to bring it up")
     failpoints.reach("worktree-new:allocated")
-    try:
+    try:  # all or nothing: whatever fails from here on, _undo_new takes back what was made
         # the slot is this row's already, so it is flushed (mostly: the Redis client imported) during the checkout
         _git_add(repo, slug, path, branch, base_commit, meanwhile=lambda: _flush(repo, row, base_url))
         failpoints.reach("worktree-new:added")
+        _write_mirror(repo)
         wt = _finish(repo, row, base_url, "worktree.created")
     except BaseException as exc:
         _undo_new(repo, slug, path, exc)
         raise
-    _write_mirror(repo)
-    return {"schema_version": SCHEMA_VERSION, **wt, "band_change": change}
+    return {"schema_version": SCHEMA_VERSION, **wt, "band_change": change, **_warning(ready)}
 
 
 def _undo_new(repo, slug: str, path: Path, exc: BaseException) -> None:
-    """Take back a failed `new`, with the branch if agentkit made it (an adopted or pre-existing one never goes).
-    If even that fails, the row stays `incomplete` for `up` or `cleanup`."""
-    row = find(repo, slug) or {}
-    made_branch = row["branch"] if row.get("branch_created") else None
-    if path.exists() or made_branch:
-        with repo.lock("git"):
-            if path.exists():
-                git.run(["worktree", "remove", "--force", str(path)], repo.root, check=False)
-            git.run(["worktree", "prune"], repo.root, check=False)
-            if made_branch:
-                git.run(["branch", "-D", made_branch], repo.root, check=False)
-    _drop_row(repo, slug, "worktree.rolled_back", error=getattr(exc, "message", str(exc)))
+    """Take back a failed `new`: the checkout, the branch if agentkit made it and nothing is on it (one you
+    brought never goes), the row. If even that fails, the row stays (`incomplete` once this process is gone)
+    for `up` or `cleanup`, and the error's hint says so."""
+    import contextlib
+
+    try:
+        row = find(repo, slug) or {}
+        drop_branch = bool(row) and _branch_disposable(repo, row)
+        if path.exists() or drop_branch:  # git got that far (a git lock that timed out would time out again)
+            with repo.lock("git"):
+                _discard_checkout(repo, path, folder_is_ours=False)  # a folder git does not know is not ours
+                if drop_branch:
+                    git.run(["branch", "-D", row["branch"]], repo.root)
+        _drop_row(repo, slug, "worktree.rolled_back", error=getattr(exc, "message", str(exc)))
+    except Exception:  # noqa: BLE001 - `exc` is the failure to report; what is left is for cleanup
+        if isinstance(exc, FAILURES):
+            exc.hint = (f"{exc.hint}; " if exc.hint else "") + (
+                f"taking {slug} back failed too: `agentkit worktree cleanup --yes` removes what is left")
+        return
+    with contextlib.suppress(OSError):  # the capacity mirror is advisory; the next command rewrites it
+        _write_mirror(repo)
 
 
 def _git_worktree(repo, path: str) -> dict | None:
@@ -281,12 +384,19 @@ def up(repo, slug: str) -> dict:
             raise not_found(f"unknown worktree {slug!r}", f"create it with `agentkit worktree new {slug}`")
         path, branch, base_commit = Path(known["path"]), known.get("branch") or f"{prefix}{slug}", known["head"]
     else:
-        if row["status"] == "creating" and _creator_alive(row):
-            raise conflict(f"worktree {slug} is being created by pid {row['creator_pid']}",
-                           "wait for that command to finish")
+        if row["status"] != "active" and _creator_alive(row):
+            raise _busy(row, "wait for that command to finish")
         path, branch, base_commit = Path(row["path"]), row["branch"], row["base_commit"]
-    base_url = redis.ensure(repo)
+    ready = redis.ensure_running(repo)
+    base_url = ready["url"]
     repaired = []
+    for temp in _env_temps(repo, path):
+        temp.unlink(missing_ok=True)
+    if row is not None and row["status"] != "active":  # a `new` or `remove` died midway: redo a half checkout
+        with repo.lock("git"):
+            _wait_for_git(repo, path)
+            if not _whole_checkout(repo, path, branch):
+                _discard_checkout(repo, path, folder_is_ours=True)
     if _git_worktree(repo, str(path)) is None or not path.is_dir():
         if path.exists():
             raise conflict(f"{path} exists but is not a git worktree of this repo",
@@ -296,8 +406,7 @@ def up(repo, slug: str) -> dict:
     change = None
     if row is None or row["redis_db"] is None or row["status"] != "active":
         if row is None or row["redis_db"] is None:
-            row, change = _allocate_row(repo, slug, path, branch, base_commit,
-                                        redis.databases(base_url, repo=repo), "creating")
+            row, change = _allocate_row(repo, slug, path, branch, base_commit, ready["databases"], "creating")
             repaired.append("allocation")
         _flush(repo, row, base_url)
         wt = _finish(repo, row, base_url, "worktree.up")
@@ -311,7 +420,7 @@ def up(repo, slug: str) -> dict:
             events.record(conn, "worktree.up", slug)
     _write_mirror(repo)
     repo.hook.worktree_up(worktree=wt, config=repo.config)
-    return {"schema_version": SCHEMA_VERSION, **wt, "repaired": repaired, "band_change": change}
+    return {"schema_version": SCHEMA_VERSION, **wt, "repaired": repaired, "band_change": change, **_warning(ready)}
 
 
 def list_all(repo) -> list[dict]:
@@ -335,8 +444,8 @@ def list_all(repo) -> list[dict]:
     out = []
     for row in rows:
         wt_git = by_path.pop(str(Path(row["path"]).resolve()), None)
-        if row["status"] == "creating":
-            status = "creating" if _creator_alive(row) else "incomplete"
+        if row["status"] != "active":  # creating or removing: its command runs, or it died midway
+            status = row["status"] if _creator_alive(row) else "incomplete"
         elif wt_git is None or not Path(row["path"]).is_dir():
             status = "missing"
         elif row["branch"] in merged and wt_git.get("head") != row["base_commit"]:
@@ -359,15 +468,16 @@ def list_all(repo) -> list[dict]:
 def remove(repo, slug: str, force: bool = False, dry_run: bool = False, released_by: str | None = None) -> dict:
     """Flush the slot, release slot and ports, remove the worktree; refuse uncommitted work unless forced.
 
-    Refused while the worktree_users hook names a user of it, except `released_by` (a job removing its own)."""
+    Refused while the worktree_users hook names a user of it, except `released_by` (a job removing its own).
+    An `incomplete` worktree (its `new` or `remove` died midway) holds nobody's work: its checkout goes as is."""
     validate_slug(slug)
     row = find(repo, slug)
     if row is None:
         raise not_found(f"unknown worktree {slug!r}",
                         "see `agentkit worktree list`; a worktree shown as unmanaged can be adopted with `up`")
-    if row["status"] == "creating" and _creator_alive(row):
-        raise conflict(f"worktree {slug} is being created by pid {row['creator_pid']}",
-                       "wait for that command to finish, then remove it")
+    if row["status"] != "active" and _creator_alive(row):
+        raise _busy(row, "wait for that command to finish, then remove it")
+    incomplete = row["status"] != "active"
     users = [u for answer in repo.hook.worktree_users(repo=repo, worktree=row, released_by=released_by)
              for u in answer or ()]
     if users and not force:
@@ -375,43 +485,65 @@ def remove(repo, slug: str, force: bool = False, dry_run: bool = False, released
                        "wait for them to finish (`agentkit jobs wait ID`) or stop them first, or pass --force")
     path = Path(row["path"])
     in_git = _git_worktree(repo, row["path"]) is not None and path.is_dir()
-    changes = git.dirty(path) if in_git else []
+    temps = _env_temps(repo, path)
+    leftovers = {str(t.relative_to(path)) for t in temps}
+    changes = [c for c in git.dirty(path) if c[3:] not in leftovers] if in_git and not incomplete else []
     if changes and not force:
         raise conflict(f"worktree {slug} has uncommitted changes: {'; '.join(changes[:5])}"
                        + (f" (+{len(changes) - 5} more)" if len(changes) > 5 else ""),
                        "commit or stash them, or rerun with --force to discard them")
-    head = git.rev(row["branch"], repo.root)
-    # delete only a branch agentkit made, and only when nothing on it would be lost
-    nothing_new = bool(head) and (head == row["base_commit"] or git.is_ancestor(head, "HEAD", repo.root))
     steps = {"schema_version": SCHEMA_VERSION, "slug": slug, "path": str(path), "branch": row["branch"],
-            "redis_db": row["redis_db"],
-            "flush": row["redis_db"] is not None, "remove_worktree": in_git,
-            "delete_branch": bool(row["branch_created"]) and nothing_new, "discard_changes": len(changes)}
+             "redis_db": row["redis_db"], "flush": row["redis_db"] is not None,
+             "remove_worktree": in_git or (incomplete and path.exists()),
+             "delete_branch": _branch_disposable(repo, row), "discard_changes": len(changes)}
     if dry_run:
         return {**steps, "dry_run": True}
-    base_url = None
+    ready = {"url": None, "warning": None}
     if row["redis_db"] is not None:
         try:  # Redis must answer before anything is removed, so a refusal leaves all as it was
-            base_url = redis.url(repo) or redis.ensure(repo)
-            redis.client(base_url, repo=repo)
+            ready = redis.ensure_running(repo, with_databases=False)
+            redis.client(ready["url"], repo=repo)
         except AgentkitError as exc:
             if not force:
                 raise AgentkitError(exc.message, "start Redis and retry, or pass --force to remove without "
                                     "flushing (the next `new` flushes the slot before reuse)") from exc
-            base_url = None
-    repo.hook.worktree_removed(worktree=describe(repo, row, redis.url(repo), row["status"]), config=repo.config)
-    with repo.lock("git"):
-        if in_git:
-            git.run(["worktree", "remove", *(["--force"] if force else []), str(path)], repo.root)
-        git.run(["worktree", "prune"], repo.root, check=False)
-        if steps["delete_branch"]:
-            git.run(["branch", "-D", row["branch"]], repo.root, check=False)
+            ready = {"url": None, "warning": ready["warning"]}
+    for temp in temps:  # a killed env-file write's; `git worktree remove` would call it uncommitted work
+        temp.unlink(missing_ok=True)
+    _set_status(repo, slug, "removing")  # from here a crash leaves it `incomplete`, for cleanup to finish
+    failpoints.reach("worktree-remove:marked")
+    try:
+        repo.hook.worktree_removed(worktree=describe(repo, row, redis.url(repo), row["status"]), config=repo.config)
+        with repo.lock("git"):
+            if incomplete:
+                _discard_checkout(repo, path, folder_is_ours=True)
+                # asked again: a git its killed command left running may have made the branch only now
+                steps["delete_branch"] = _branch_disposable(repo, row)
+            elif in_git:
+                git.remove_worktree(path, repo.root, force=force)
+            git.run(["worktree", "prune"], repo.root, check=False)
+            if steps["delete_branch"]:
+                git.run(["branch", "-D", row["branch"]], repo.root, check=False)
+    except FAILURES:
+        if not incomplete:  # refused before anything went (a worktree you locked, a hook): it stays as it was
+            _set_status(repo, slug, row["status"])
+        raise
+    failpoints.reach("worktree-remove:removed")
     flushed = False
-    if base_url is not None:
-        _flush(repo, row, base_url)
+    if ready["url"] is not None:
+        _flush(repo, row, ready["url"])
         flushed = True
     change = _drop_row(repo, slug, "worktree.removed", redis_db=row["redis_db"], flushed=flushed)
-    return {**steps, "flushed": flushed, "band_change": change}
+    _write_mirror(repo)
+    return {**steps, "flushed": flushed, "band_change": change, **_warning(ready)}
+
+
+def _set_status(repo, slug: str, status: str) -> None:
+    """`removing` names this process as the one at work on the row (as `creating` does); `active` names none."""
+    pid = os.getpid() if status != "active" else None
+    with repo.store.tx() as conn:
+        conn.execute("UPDATE worktrees SET status = ?, creator_pid = ?, creator_started = ?, updated_at = ? "
+                     "WHERE slug = ?", (status, pid, pid and procs.start_time(pid), time.time(), slug))
 
 
 def cleanup(repo, merged: bool = True, stale_days: int | None = None, dry_run: bool = False) -> dict:
@@ -428,7 +560,7 @@ def cleanup(repo, merged: bool = True, stale_days: int | None = None, dry_run: b
             reasons.append("merged")
         if stale_days is not None and wt["last_activity"] and now - wt["last_activity"] > stale_days * 86400:
             reasons.append(f"no activity for {stale_days}+ days")
-        if not reasons or wt["status"] in ("unmanaged", "creating"):
+        if not reasons or wt["status"] in ("unmanaged", "creating", "removing"):
             continue
         try:
             result = remove(repo, wt["slug"], force=False, dry_run=dry_run)

@@ -98,7 +98,8 @@ def test_scale_in_refuses_while_top_step_is_in_use(repo, cli):
     make(repo, [f"w{i:02d}" for i in range(21)])  # w20 sits in the top step (db 21)
     res = cli("scale", "in", "--json")
     assert res.code == ExitCode.CONFLICT
-    assert "w20" in res.json["error"]["message"]
+    assert res.json["error"]["message"] == "the top step (slots 20-29) is in use by w20", "slot numbers, not DBs"
+    assert "worktree remove" in res.json["error"]["hint"]
     assert cli("scale", "status", "--json").json["current"] == 30
 
 

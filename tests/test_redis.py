@@ -1,5 +1,12 @@
 """The managed redis-server and provisioning the physical ceiling (managed and `command` provisioners)."""
 
+import json
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
 import redis as redis_py
 
 from agentkit.errors import ExitCode
@@ -126,3 +133,109 @@ def test_auth_failure_names_the_url_and_the_fix(repo, cli, tmp_path):
         assert ok.code == 0, ok.err
     finally:
         server.stop()
+
+
+def events_of(cli, kind: str) -> list[dict]:
+    return cli("events", "--kind", kind, "--json").json["events"]
+
+
+@pytest.mark.parametrize("target", ["0", "-1", "2147483648", str(10**20)])
+def test_provision_refuses_a_target_outside_redis_bounds_before_touching_anything(repo, cli, target):
+    res = cli("scale", "--provision", "--target", target, "--yes", "--json")
+    assert res.code == ExitCode.USAGE, res.err
+    assert f"--target {int(target)} is outside 1-2147483647" in res.json["error"]["message"]
+    assert not (repo / ".agents" / "redis" / "redis.pid").exists(), "Redis is not even started for it"
+    started = cli("redis", "start", "--json", env={"AGENTKIT_REDIS_DATABASES": "16"}).json
+    assert cli("scale", "--provision", "--target", target, "--yes", "--json").code == ExitCode.USAGE
+    status = cli("redis", "status", "--json").json
+    assert (status["pid"], status["databases"]) == (started["pid"], 16), "nothing restarted"
+
+
+def test_a_restart_that_fails_brings_redis_back_on_its_previous_config(repo, cli):
+    """2147483647 databases is within Redis's bounds, but no machine holds them: redis-server dies starting."""
+    if Path("/proc/sys/vm/overcommit_memory").read_text().strip() == "1":
+        pytest.skip("with overcommit_memory=1 redis-server would really try to allocate 2^31 databases")
+    started = cli("redis", "start", "--json", env={"AGENTKIT_REDIS_DATABASES": "16"}).json
+    wt = cli("worktree", "new", "a", "--json").json
+    redis_py.Redis.from_url(wt["redis_url"]).set("survivor", "yes")
+    res = cli("scale", "--provision", "--target", "2147483647", "--yes", "--json")
+    assert res.code == ExitCode.FAILED, res.err
+    port = started["url"].rsplit(":", 1)[1].split("/")[0]
+    message = res.json["error"]["message"]
+    assert "did not come back with databases 2147483647" in message
+    assert f"it runs again on its previous config (port {port}, databases 16)" in message
+    status = cli("redis", "status", "--json").json
+    assert status["running"] and status["url"] == started["url"] and status["databases"] == 16
+    assert status["pid"] != started["pid"], "it was restarted, on the old config"
+    assert redis_py.Redis.from_url(wt["redis_url"]).get("survivor") == b"yes"
+    assert cli("worktree", "new", "b", "--json").json["redis_db"] == 2
+    assert len(events_of(cli, "redis.started")) == 2 and events_of(cli, "redis.provisioned") == []
+
+
+def test_two_racing_provisions_restart_redis_once(repo, cli):
+    cli("redis", "start", env={"AGENTKIT_REDIS_DATABASES": "16"})
+    wt = cli("worktree", "new", "a", "--json").json
+    redis_py.Redis.from_url(wt["redis_url"]).set("survivor", "yes")
+    procs = [subprocess.Popen([sys.executable, "-m", "agentkit.cli", "scale", "--provision", "--target", "64",
+                               "--yes", "--json"], cwd=repo, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True, stdin=subprocess.DEVNULL) for _ in range(2)]
+    results = [(p.wait(60), p.stdout.read(), p.stderr.read()) for p in procs]
+    assert [code for code, _, _ in results] == [0, 0], [err for _, _, err in results]
+    assert sorted(json.loads(out)["restarted"] for _, out, _ in results) == [False, True]
+    assert len(events_of(cli, "redis.stopped")) == 1 and len(events_of(cli, "redis.provisioned")) == 1
+    assert cli("redis", "status", "--json").json["databases"] == 64
+    assert redis_py.Redis.from_url(wt["redis_url"]).get("survivor") == b"yes"
+
+
+def test_an_unknown_provisioner_is_refused_before_redis_is_started(repo, cli):
+    res = cli("scale", "--provision", "--yes", "--json", env={"AGENTKIT_REDIS_PROVISIONER": "nope"})
+    assert res.code == ExitCode.USAGE
+    assert res.json["error"]["message"] == "unknown redis.provisioner 'nope'"
+    assert "managed" in res.json["error"]["hint"] and "command" in res.json["error"]["hint"]
+    assert not (repo / ".agents" / "redis" / "redis.pid").exists()
+
+
+def test_a_bind_that_is_no_address_is_a_usage_error_and_changes_nothing(repo, cli):
+    env = {"AGENTKIT_REDIS_BIND": "999.1.1.1"}
+    for args in (["worktree", "new", "a"], ["redis", "start"], ["scale", "--provision", "--yes"]):
+        res = cli(*args, "--json", env=env)
+        assert res.code == ExitCode.USAGE, res.err
+        err = res.json["error"]
+        assert "redis.bind = '999.1.1.1' (from env AGENTKIT_REDIS_BIND)" in err["message"]
+        assert "127.0.0.1" in err["hint"] and "Traceback" not in res.err
+    assert not (repo / ".agents" / "redis").exists()
+    assert not (repo.parent / "app-worktrees").exists() and cli("worktree", "list", "--json").json["worktrees"] == []
+
+
+def test_a_stranger_on_the_managed_port_moves_redis_and_rewrites_env_files(repo, cli):
+    first = cli("worktree", "new", "a", "--json").json
+    old_url = cli("redis", "status", "--json").json["url"]
+    port = int(old_url.rsplit(":", 1)[1].split("/")[0])
+    assert cli("redis", "stop").code == 0
+    with socket.socket() as stranger:
+        stranger.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # the old server's TIME_WAITs
+        stranger.bind(("127.0.0.1", port))
+        stranger.listen()
+        res = cli("worktree", "new", "b", "--json")
+        assert res.code == 0, res.err
+        new_url = cli("redis", "status", "--json").json["url"]
+        assert new_url != old_url
+        warning = res.json["warning"]
+        assert f"({old_url}) is taken by another process" in warning and f"now runs at {new_url}" in warning
+        assert "rewrote the env files of a:" in warning and "restart them" in warning
+        assert f"warning: {warning}" in res.err
+        env_a = Path(first["env_file"]).read_text()
+        assert f"REDIS_URL={new_url[:-2]}/1\n" in env_a and f":{port}/" not in env_a
+        assert res.json["redis_url"] == f"{new_url[:-2]}/2"
+        assert len(events_of(cli, "redis.moved")) == 1
+
+
+def test_a_server_an_older_agentkit_started_is_adopted(repo, cli):
+    """managed.json without a pid (written before agentkit recorded it) and a live server: no second one."""
+    started = cli("redis", "start", "--json").json
+    meta_path = repo / ".agents" / "redis" / "managed.json"
+    meta = json.loads(meta_path.read_text())
+    meta_path.write_text(json.dumps({k: v for k, v in meta.items() if k != "pid"}))
+    assert cli("worktree", "new", "a", "--json").json["redis_url"] == started["url"][:-2] + "/1"
+    assert cli("redis", "status", "--json").json["pid"] == started["pid"]
+    assert json.loads(meta_path.read_text())["pid"] == started["pid"]

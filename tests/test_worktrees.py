@@ -2,12 +2,14 @@
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 import redis as redis_py
 
@@ -51,11 +53,14 @@ def test_new_flushes_the_slot_it_hands_out_and_remove_flushes_too(repo, cli):
 
 
 def test_reserved_db_zero_is_never_flushed(repo, cli):
-    res = cli("worktree", "new", "a", "--json").json
-    base = res["redis_url"].rsplit("/", 1)[0]
+    made = cli("worktree", "new", "a", "--json")
+    assert made.code == 0, made.err
+    base = made.json["redis_url"].rsplit("/", 1)[0]
     rclient(base + "/0").set("main-checkout", "keep")
-    cli("worktree", "remove", "a")
-    cli("worktree", "new", "b")
+    removed = cli("worktree", "remove", "a", "--json")
+    assert removed.code == 0 and removed.json["flushed"] is True, removed.err
+    again = cli("worktree", "new", "b", "--json")
+    assert again.code == 0 and again.json["redis_db"] == 1, again.err
     assert rclient(base + "/0").get("main-checkout") == "keep"
 
 
@@ -126,25 +131,62 @@ def test_redis_down_fails_with_the_url_and_makes_nothing(repo, cli, tmp_path):
     assert cli("worktree", "list", "--json", env={"AGENTKIT_REDIS_URL": url}).json["worktrees"] == []
 
 
+def assert_nothing_of(repo, cli, slug: str, env: dict | None = None, branch_kept: bool = False) -> None:
+    """What a rolled-back `new` leaves: no folder, no git worktree entry, no row, no slot, and no branch unless
+    it was there before."""
+    assert not (repo.parent / "app-worktrees" / slug).exists()
+    assert not (repo / ".git" / "worktrees" / slug).exists() and "app-worktrees" not in git(repo, "worktree", "list")
+    assert (git(repo, "branch", "--list", f"agent/{slug}") != "") is branch_kept
+    assert cli("worktree", "list", "--json", env=env).json["worktrees"] == []
+    assert cli("scale", "status", "--json", env=env).json["used"] == 0
+
+
 @pytest.mark.parametrize("existing_branch", [False, True])
 def test_a_redis_that_refuses_flushdb_rolls_new_back(repo, cli, tmp_path, existing_branch):
-    """The flush runs while git checks out: when it fails, the finished checkout is taken back, and the branch
-    too, but only if agentkit made it (some hosted Redis disable FLUSHDB)."""
+    """The flush runs while git checks out: when it fails, the checkout git finished is taken back, and the
+    branch too, but only if agentkit made it (some hosted Redis disable FLUSHDB)."""
     from tests.conftest import start_redis
 
     server = start_redis(tmp_path / "noflush", extra='rename-command FLUSHDB ""\n')
+    env = {"AGENTKIT_REDIS_URL": server.url}
     try:
         if existing_branch:
             git(repo, "branch", "agent/a")
-        res = cli("worktree", "new", "a", "--json", env={"AGENTKIT_REDIS_URL": server.url})
+        res = cli("worktree", "new", "a", "--json", env=env)
         assert res.code == ExitCode.FAILED
         assert "unknown command" in res.json["error"]["message"].lower()
-        assert not (repo.parent / "app-worktrees" / "a").exists()
-        assert (git(repo, "branch", "--list", "agent/a") != "") is existing_branch
-        assert "app-worktrees" not in git(repo, "worktree", "list")
-        assert cli("worktree", "list", "--json", env={"AGENTKIT_REDIS_URL": server.url}).json["worktrees"] == []
+        assert_nothing_of(repo, cli, "a", env, branch_kept=existing_branch)
+        kinds = [e["kind"] for e in cli("events", "--json", env=env).json["events"]]
+        assert kinds[-2:] == ["worktree.allocated", "worktree.rolled_back"]
     finally:
         server.stop()
+
+
+def without_root_override() -> list[str]:
+    """A command prefix under which permission bits bind root too (it drops CAP_DAC_OVERRIDE)."""
+    if os.geteuid() != 0:
+        return []
+    if not shutil.which("setpriv"):
+        pytest.skip("running as root without setpriv: read-only folders would not stop root")
+    caps = "-dac_override,-dac_read_search"
+    return ["setpriv", f"--bounding-set={caps}", f"--inh-caps={caps}"]
+
+
+@pytest.mark.parametrize("read_only", [".agents", "worktrees root"])
+def test_new_is_all_or_nothing_when_a_folder_is_read_only(repo, cli, read_only):
+    """`.agents/` read-only: the worktree is checked out before writing there fails. The worktrees' root
+    read-only: git has made the branch before it fails to make the folder. Either way nothing is left."""
+    assert cli("worktree", "new", "first").code == 0 and cli("worktree", "remove", "first").code == 0
+    folder = repo / ".agents" if read_only == ".agents" else repo.parent / "app-worktrees"
+    folder.chmod(0o555)
+    try:
+        done = subprocess.run([*without_root_override(), sys.executable, "-m", "agentkit.cli", "worktree", "new", "a",
+                               "--json"], cwd=repo, capture_output=True, text=True)
+    finally:
+        folder.chmod(0o755)
+    assert done.returncode != 0 and "Traceback" not in done.stderr
+    assert json.loads(done.stdout)["error"]["message"]
+    assert_nothing_of(repo, cli, "a")
 
 
 def test_external_redis_by_url(repo, cli, external_redis):
@@ -154,8 +196,12 @@ def test_external_redis_by_url(repo, cli, external_redis):
     assert not (repo / ".agents" / "redis" / "redis.pid").exists(), "no managed Redis when a URL is set"
 
 
-def test_thirty_concurrent_new_processes_get_distinct_slots(repo):
-    assert ak("redis", "start", cwd=repo).code == 0
+@pytest.mark.parametrize("redis_started", [True, False], ids=["redis-running", "redis-not-started"])
+def test_thirty_concurrent_new_processes_get_distinct_slots(repo, redis_started):
+    """Also with the managed Redis not started yet: one of them starts it, the others wait for it (its pidfile
+    exists before it answers) instead of reading a URL that is not there yet."""
+    if redis_started:
+        assert ak("redis", "start", cwd=repo).code == 0
     procs = [subprocess.Popen([sys.executable, "-m", "agentkit.cli", "worktree", "new", f"c{i:02d}", "--json"],
                               cwd=repo, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for i in range(30)]
@@ -167,6 +213,14 @@ def test_thirty_concurrent_new_processes_get_distinct_slots(repo):
     assert len(listed) == 30 and {w["status"] for w in listed} == {"active"}
     assert len(git(repo, "worktree", "list").splitlines()) == 31
     assert ak("scale", "status", "--json", cwd=repo).json["current"] == 30
+    urls = {json.loads(out)["redis_url"].rsplit("/", 1)[0] for _, out, _ in results}
+    status = ak("redis", "status", "--json", cwd=repo).json
+    assert urls == {status["url"][:-2]}, "every worktree got the one Redis"
+    port = status["url"].rsplit(":", 1)[1].split("/")[0]
+    servers = [p for p in psutil.process_iter(["name", "cmdline"]) if "redis-server" in (p.info["name"] or "")
+               and any(f":{port}" in part for part in p.info["cmdline"] or ())]
+    assert [p.pid for p in servers] == [status["pid"]]
+    assert len(ak("events", "--kind", "redis.started", "--json", cwd=repo).json["events"]) == 1
 
 
 @pytest.mark.parametrize("point", ["worktree-new:allocated", "worktree-new:added"])

@@ -2,7 +2,7 @@
 
 import typer
 
-from agentkit.cli.common import JSON_OPT, handled, open_repo, pairs, render
+from agentkit.cli.common import JSON_OPT, handled, open_repo, pairs, render, say
 
 app = typer.Typer(help="The Redis this repository uses (managed by agentkit unless redis.url is set).",
                   no_args_is_help=True)
@@ -16,6 +16,8 @@ def start(as_json: bool = JSON_OPT):
 
     with handled(as_json):
         data = redis.start(open_repo())
+    if data.get("warning"):
+        say(f"warning: {data['warning']}")
     render(data, as_json, lambda d: pairs(d, KEYS))
 
 

@@ -47,6 +47,8 @@ def scale(ctx: typer.Context,
             if not typer.confirm("restart now?", err=True):
                 raise typer.Exit(1)
         data = capacity.provision(repo, target)
+    if data.get("warning"):
+        say(f"warning: {data['warning']}")
     if data["restarted"]:
         say(f"restarted Redis once: databases {data['previous']} → {data['databases']}")
     else:

@@ -13,6 +13,11 @@ app = typer.Typer(help="Agent worktrees: a git worktree, a Redis DB, a port bloc
 LIST_COLUMNS = ["slug", "status", "branch", "redis_db", "ports", "path"]
 
 
+def _warn(data: dict) -> None:
+    if data.get("warning"):
+        say(f"warning: {data['warning']}")
+
+
 @app.command("plan")
 def plan_cmd(slug: str, base: str = typer.Option(None, help="Branch, tag or commit to start from (default HEAD)."),
              branch: str = typer.Option(None, help="Branch name (default agent/SLUG)."), as_json: bool = JSON_OPT):
@@ -35,6 +40,7 @@ def new_cmd(slug: str, base: str = typer.Option(None, help="Branch, tag or commi
 
     with handled(as_json):
         data = worktrees.new(open_repo(), slug, base, branch)
+    _warn(data)
     band_note(data.get("band_change"))
     say(f"created {data['slug']} at {data['path']} (redis db {data['redis_db']})")
     render(data, as_json, lambda d: pairs(d, ["slug", "path", "branch", "redis_db", "redis_url", "ports",
@@ -48,6 +54,7 @@ def up_cmd(slug: str, as_json: bool = JSON_OPT):
 
     with handled(as_json):
         data = worktrees.up(open_repo(), slug)
+    _warn(data)
     band_note(data.get("band_change"))
     if data["repaired"]:
         say(f"repaired: {', '.join(data['repaired'])}")
@@ -76,6 +83,7 @@ def remove_cmd(slug: str, force: bool = typer.Option(False, "--force", help="Dis
 
     with handled(as_json):
         data = worktrees.remove(open_repo(), slug, force=force, dry_run=dry_run)
+    _warn(data)
     band_note(data.get("band_change"))
     if not dry_run:
         say(f"removed {slug}" + (f" (flushed redis db {data['redis_db']})" if data.get("flushed") else ""))
