@@ -56,3 +56,29 @@ def test_every_hook_has_a_section_and_every_section_is_a_hook():
     assert "band_target" in specs and "register_executors" in specs
     assert sorted(set(specs) - set(sections)) == [], "hooks without a section in docs/plugins.md"
     assert sorted(set(sections) - set(specs)) == [], "sections in docs/plugins.md that are not hooks"
+
+
+def _reference_sections() -> dict[str, str]:
+    """docs/cli.md's sections by command path (`agentkit worktree up`), each with its text."""
+    parts = re.split(r"^## `(agentkit[^`]*)`$", (DOCS / "cli.md").read_text(), flags=re.M)
+    return dict(zip(parts[1::2], parts[2::2], strict=True))
+
+
+def test_every_command_the_docs_tell_people_to_run_exists_with_its_options():
+    """A recovery step that names a command or an option agentkit does not have is worse than none."""
+    sections = _reference_sections()
+    checked = 0
+    for page in ("troubleshooting.md", "exit-codes.md"):
+        text = (DOCS / page).read_text()
+        blocks = re.findall(r"^```[a-z]*\n(.*?)^```", text, flags=re.M | re.S)
+        commands = [ln.removeprefix("$ ") for b in blocks for ln in b.splitlines()]  # commands, not their output
+        commands += re.findall(r"`([^`\n]+)`", text)  # inline code
+        for line in (c.split("#")[0] for c in commands if c.startswith("agentkit ") and "…" not in c):
+            words = line.split()
+            path = next((" ".join(words[:n]) for n in (3, 2) if " ".join(words[:n]) in sections), None)
+            assert path, f"{page}: `{line.strip()}` names no agentkit command"
+            for option in re.findall(r"(?<![\w-])--[a-z][a-z-]*", line):
+                if option != "--help":
+                    assert f"`{option}`" in sections[path], f"{page}: `{path}` has no option {option}"
+            checked += 1
+    assert checked > 20
