@@ -252,14 +252,18 @@ def terminate(processes: list, grace: float) -> dict[int, int | None]:
     since the list was made is never signalled."""
     import psutil
 
-    if not processes:
-        return {}
+    signalled = []
     for proc in processes:
         try:
             proc.terminate()
+            signalled.append(proc)
+        except psutil.NoSuchProcess:
+            signalled.append(proc)  # gone already: the wait records its exit
         except psutil.Error:
-            pass
-    gone, alive = psutil.wait_procs(processes, timeout=grace)
+            pass  # not ours to signal (another user's, e.g. under sudo): waiting for it would only stall
+    if not signalled:
+        return {}
+    gone, alive = psutil.wait_procs(signalled, timeout=grace)
     for proc in alive:
         try:
             proc.kill()

@@ -1,6 +1,5 @@
 """The Linux process backend: start times from /proc, a child subreaper, and a cgroup v2 group per job."""
 
-import ctypes
 import itertools
 import os
 import time
@@ -77,6 +76,8 @@ class Linux(Portable):
             return None
 
     def become_subreaper(self) -> bool:
+        import ctypes  # 3 ms that `worktree list`, which checks identities, need not pay
+
         try:
             return ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
         except (OSError, AttributeError):

@@ -66,7 +66,8 @@ def _reap_zombies(main_pid: int | None) -> int | None:
 
 
 def _heartbeat_every(repo: Repo) -> float:
-    """Often enough that a claim's lease never runs out while its job runs: thrice per lease, at most 60 s."""
+    """Often enough that a claim's lease never runs out while its job runs: thrice per claims.lease (what a
+    heartbeat renews it for), at most every 60 s."""
     from agentkit import durations
 
     return min(HEARTBEAT_EVERY_S, durations.parse(repo.config["claims.lease"], "claims.lease") / 3)
@@ -129,7 +130,7 @@ def _supervise(repo: Repo, job: dict, sig: Signals, child, tree: procs.Tree, sub
         sig.got.append(signal.SIGUSR1)
     deadline = time.monotonic() + job["timeout_s"] if job["timeout_s"] else None
     beat_every = _heartbeat_every(repo) if job["claim_id"] else None
-    next_beat = time.monotonic() + beat_every if beat_every else None
+    next_beat = time.monotonic() if beat_every else None  # at once: the claim's own lease may be shorter
     ending, reason, code = None, None, None
     while code is None:
         now = time.monotonic()
