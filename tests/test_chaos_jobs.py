@@ -136,11 +136,15 @@ def test_kill_9_at_a_failpoint_is_repaired_by_reap(r, cli, point, chaos_rounds):
         claim = claims.claim(r, agent=f"agent-{i}")
         spawner = agentkit("spawn", "--claim", claim["claim_id"], "--", *job_script(mark, 0.5),
                            AGENTKIT_FAILPOINT=point)
-        wait_for(lambda n=i + 1: there(r, _row(r, n), mark))
-        victim = spawner.pid if who == "spawner" else _row(r)["supervisor_pid"]
-        wait_for(lambda v=victim: parked(v))
-        kill_9(victim)
-        spawner.wait(30)
+        try:
+            wait_for(lambda n=i + 1: there(r, _row(r, n), mark))
+            victim = spawner.pid if who == "spawner" else _row(r)["supervisor_pid"]
+            wait_for(lambda v=victim: parked(v))
+            kill_9(victim)
+        finally:  # a parked spawner would sleep for an hour (a parked supervisor is the fixture's)
+            if spawner.poll() is None and who == "spawner":
+                spawner.kill()
+            spawner.wait(30)
         if point == "dispatch:taken":  # as if the 30 s a supervisor has to check in had passed
             with r.store.tx() as conn:
                 conn.execute("UPDATE jobs SET dispatched_at = dispatched_at - 60 WHERE supervisor_pid IS NULL")
