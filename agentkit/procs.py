@@ -7,6 +7,7 @@ cgroup v2 tree is writable. Everything else here is written once, against that i
 
 import os
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -263,11 +264,39 @@ def terminate(processes: list, grace: float) -> dict[int, int | None]:
             pass  # not ours to signal (another user's, e.g. under sudo): waiting for it would only stall
     if not signalled:
         return {}
-    gone, alive = psutil.wait_procs(signalled, timeout=grace)
+    gone, alive = _wait(signalled, grace)
     for proc in alive:
         try:
             proc.kill()
         except psutil.Error:
             pass
-    gone_late, _ = psutil.wait_procs(alive, timeout=5)
-    return {p.pid: None if p.returncode is None else int(p.returncode) for p in gone + gone_late}
+    gone_late, _ = _wait(alive, 5)
+    codes = {p.pid: getattr(p, "returncode", None) for p in gone + gone_late}
+    return {pid: None if code is None else int(code) for pid, code in codes.items()}
+
+
+def _wait(processes: list, timeout: float) -> tuple[list, list]:
+    """Wait up to `timeout` for the processes to end; (gone, alive). A zombie counts as gone: it is dead,
+    and an orphan's new parent (init, a subreaper) may take its time to reap it. Our own children are
+    reaped here, which records their exit codes."""
+    import psutil
+
+    deadline = time.monotonic() + timeout
+    alive, gone = list(processes), []
+    while True:
+        dead = {p.pid for p in alive if _dead(p)}  # before the wait, which reaps (and so records) our own
+        done, alive = psutil.wait_procs(alive, timeout=0)
+        gone += done + [p for p in alive if p.pid in dead]
+        alive = [p for p in alive if p.pid not in dead]
+        if not alive or time.monotonic() >= deadline:
+            return gone, alive
+        time.sleep(0.02)
+
+
+def _dead(proc) -> bool:
+    import psutil
+
+    try:
+        return proc.status() == psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return True

@@ -2,6 +2,7 @@
 
 import itertools
 import os
+import signal
 import time
 from pathlib import Path
 
@@ -9,6 +10,8 @@ from agentkit.procs import Portable
 
 PR_SET_CHILD_SUBREAPER = 36
 GROUP_PREFIX = "agentkit-job-"
+STALE_S = 600  # an empty job cgroup this old is a leftover
+REAPED_WITHIN_S = 5  # how long removing a job's cgroup waits for its dead to be reaped
 
 
 def _write(path: Path, text: str) -> bool:
@@ -17,6 +20,26 @@ def _write(path: Path, text: str) -> bool:
         return True
     except OSError:
         return False
+
+
+def _populated(group: str) -> bool:
+    """Does the cgroup (or one below it) still hold a process, zombies included?"""
+    try:
+        return "populated 1" in Path(group, "cgroup.events").read_text()
+    except OSError:
+        return False
+
+
+def _remove_stale(base: Path) -> None:
+    """Remove job cgroups that have been empty for long: left when the dead of a job were not reaped in
+    time for its end (a slow init), or by a supervisor killed between making one and recording it. A group
+    is made just before its job's command starts, so an old empty one belongs to nobody."""
+    for group in base.glob(f"{GROUP_PREFIX}*"):
+        try:
+            if time.time() - group.stat().st_mtime > STALE_S and not _populated(str(group)):
+                group.rmdir()
+        except OSError:
+            continue
 
 
 def _boot_time() -> float:
@@ -91,6 +114,7 @@ class Linux(Portable):
             return None
         mount, own = where
         base = mount.joinpath(*itertools.takewhile(lambda part: not part.startswith(GROUP_PREFIX), own))
+        _remove_stale(base)
         group = base / f"{GROUP_PREFIX}{label}-{os.urandom(4).hex()}"
         try:
             group.mkdir()
@@ -129,17 +153,37 @@ class Linux(Portable):
         base = Path(group).parent
         for pid in keep & self.group_pids(group):
             _write(base / "cgroup.procs", str(pid))
-        left = self.group_pids(group) - keep
-        if left and _write(Path(group) / "cgroup.kill", "1"):  # Linux 5.14+; before, the sweeps must do
-            deadline = time.monotonic() + 2
-            while self.group_pids(group) and time.monotonic() < deadline:
-                time.sleep(0.01)
-        for folder, _dirs, _files in os.walk(group, topdown=False):
-            try:
-                os.rmdir(folder)
-            except OSError:
-                pass  # still populated (a process stuck in uninterruptible sleep): left for the system
-        return left
+        # Kill until it can be removed, so what entered meanwhile dies too (the job's command between fork
+        # and exec, still with its supervisor's environment, may be moving in: rmdir says busy while no
+        # process is listed); the dead must be reaped first (a zombie still populates a cgroup), by init
+        # for a dead supervisor's orphans: instant with systemd, seconds with some container inits.
+        killed: set[int] = set()
+        deadline = time.monotonic() + REAPED_WITHIN_S
+        while True:
+            left = self.group_pids(group) - keep
+            if left - killed:
+                killed |= left
+                if not _write(Path(group) / "cgroup.kill", "1"):  # before Linux 5.14: one by one
+                    for pid in left:
+                        try:
+                            os.kill(pid, signal.SIGKILL)
+                        except OSError:
+                            pass
+            if (not _populated(group) and _remove(group)) or time.monotonic() >= deadline:
+                return killed  # else an empty folder is left, harmless, removed later (_remove_stale)
+            time.sleep(0.01)
+
+
+def _remove(group: str) -> bool:
+    """Remove a cgroup and any below it; False if one is still busy."""
+    for folder, _dirs, _files in os.walk(group, topdown=False):
+        try:
+            os.rmdir(folder)
+        except FileNotFoundError:
+            continue
+        except OSError:
+            return False
+    return True
 
 
 LINUX = Linux()

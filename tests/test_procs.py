@@ -216,7 +216,11 @@ def test_cgroups_are_used_only_where_this_process_may_make_them(monkeypatch, tmp
     if made is not None:  # root, or a delegated cgroup v2 subtree (systemd Delegate=yes)
         assert where is not None and Path(made).parent == where[0].joinpath(*where[1])
         assert (Path(made) / "cgroup.procs").is_file()
-        assert linux.clear_group(made, set()) == set() and not Path(made).exists()
+        long_ago = time.time() - procs_linux.STALE_S - 1
+        os.utime(made, (long_ago, long_ago))  # as if left empty by a job long over
+        fresh = linux.new_group("probe")
+        assert not Path(made).exists(), "an old empty job cgroup is removed when the next is made"
+        assert linux.clear_group(fresh, set()) == set() and not Path(fresh).exists()
     # a tree we may not write (here: a plain folder standing for a cgroup2 mount): no group, nothing left
     (tmp_path / "cgroup").mkdir()
     monkeypatch.setattr(procs_linux, "_cgroup2", lambda: (tmp_path / "cgroup", []))

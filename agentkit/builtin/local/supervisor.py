@@ -75,13 +75,11 @@ def _heartbeat_every(repo: Repo) -> float:
 
 def run(repo: Repo, job: dict, sig: Signals, subreaper: bool) -> None:
     """Run one job that holds its slot: launch it, supervise it, record its end. Its cgroup (where the
-    platform gives one) is made before anything of it runs and removed when it is over."""
+    platform gives one) is removed when it is over."""
     me, me_started = os.getpid(), procs.start_time(os.getpid())
-    group = procs.platform().new_group(str(job["job_id"]))
-    # from here `reap` sees a live runner, even while we prepare, and knows where the job's processes live
-    jobs.checked_in(repo, job["job_id"], me, me_started, handle={"cgroup": group} if group else None)
+    jobs.checked_in(repo, job["job_id"], me, me_started)  # from here `reap` sees a live runner, even while we prepare
     failpoints.reach("supervisor:checked-in")
-    tree = local.tree_of(repo, {**job, "handle": {"cgroup": group}})
+    tree = local.tree_of(repo, job)
     try:
         child = _launch(repo, job, tree, me, me_started)
         if child is not None:
@@ -104,6 +102,9 @@ def _launch(repo: Repo, job: dict, tree: procs.Tree, me: int, me_started: float 
     if jobs.get(repo, job_id)["state"] != "running":  # killed or reaped while we prepared: do not start it
         return None
     env = jobs.job_env(repo, job)
+    tree.group = procs.platform().new_group(str(job_id))
+    if tree.group:  # recorded before anything can run in it, so `reap` finds it should we die
+        jobs.checked_in(repo, job_id, me, me_started, handle={"cgroup": tree.group})
     log = open(job["log_path"], "ab", buffering=0)  # noqa: SIM115 - the child writes to it after we return
     try:
         child = subprocess.Popen(job["command"], cwd=job["cwd"], env=env, stdin=subprocess.DEVNULL, stdout=log,
