@@ -6,7 +6,7 @@ import time
 from pathlib import Path
 from signal import SIGTERM
 
-from agentkit import durations, events
+from agentkit import durations, events, failpoints
 from agentkit.errors import AgentkitError, ExitCode, not_found, usage
 
 SCHEMA_VERSION = 1
@@ -24,9 +24,13 @@ def jobs_dir(repo) -> Path:
     return path
 
 
+ENV_SUFFIX = ".env.json"
+
+
 def env_file(repo, token: str) -> Path:
-    """The spawner's saved environment (0600), written before the job's row exists and deleted when it ends."""
-    return jobs_dir(repo) / f"{token}.env.json"
+    """The spawner's saved environment (0600), written in the transaction that registers the job and deleted
+    when it ends (or, left by a killed spawn, by `reap` and `jobs prune`)."""
+    return jobs_dir(repo) / f"{token}{ENV_SUFFIX}"
 
 
 def _job(row) -> dict:
@@ -122,23 +126,26 @@ def spawn(repo, command: list[str], name: str | None = None, cwd: str | None = N
             raise not_found(f"--cwd {cwd} is not a directory")
     if claim_id is not None and not claims.is_active(repo, claim_id):
         raise not_found(f"no active claim {claim_id!r}", "claim a task first: `agentkit claim --agent NAME`")
-    from agentkit.state.files import atomic_write
-
     token = secrets.token_hex(12)
-    atomic_write(env_file(repo, token), json.dumps({"base": dict(os.environ), "overrides": overrides}), mode=0o600)
-    now = time.time()
+    saved = json.dumps({"base": dict(os.environ), "overrides": overrides})
     try:
         job_id = _register(repo, command, name, cwd, worktree, auto, claim_id, timeout_s, grace_s, executor, token,
-                           now)
+                           saved)
     except BaseException:
         env_file(repo, token).unlink(missing_ok=True)
         raise
+    failpoints.reach("spawn:registered")
     prune(repo, None)
     dispatch(repo, raise_for=job_id)
     return view(get(repo, job_id))
 
 
-def _register(repo, command, name, cwd, worktree, auto, claim_id, timeout_s, grace_s, executor, token, now) -> int:
+def _register(repo, command, name, cwd, worktree, auto, claim_id, timeout_s, grace_s, executor, token, saved) -> int:
+    """Insert the job and save its environment in one transaction, so a sweep that holds the write lock
+    (`sweep_env_files`) never mistakes a spawn in progress for a killed one."""
+    from agentkit.state.files import atomic_write
+
+    now = time.time()
     with repo.store.tx() as conn:
         running = conn.execute("SELECT count(*) FROM jobs WHERE state = 'running'").fetchone()[0]
         queued = conn.execute("SELECT count(*) FROM jobs WHERE state = 'queued'").fetchone()[0]
@@ -155,6 +162,8 @@ def _register(repo, command, name, cwd, worktree, auto, claim_id, timeout_s, gra
         log = jobs_dir(repo) / f"{job_id}.log"
         conn.execute("UPDATE jobs SET log_path = ? WHERE job_id = ?", (str(log), job_id))
         events.record(conn, "job.submitted", str(job_id), command=command, executor=executor)
+        atomic_write(env_file(repo, token), saved, mode=0o600)
+        failpoints.reach("spawn:env-saved")
     return job_id
 
 
@@ -189,6 +198,7 @@ def dispatch(repo, adopt=None, raise_for: int | None = None) -> dict | None:
             return None
         if adopt is not None and adopt(job):
             return job
+        failpoints.reach("dispatch:taken")
         try:
             handle = _executor(repo, job["executor"]).submit(repo, job)
         except AgentkitError as exc:
@@ -230,10 +240,13 @@ def prepare_worktree(repo, job: dict) -> dict:
     return {**job, "worktree": wt["slug"], "cwd": wt["path"]}
 
 
-def checked_in(repo, job_id: int, supervisor_pid: int, supervisor_started: float | None) -> None:
+def checked_in(repo, job_id: int, supervisor_pid: int, supervisor_started: float | None,
+               handle: dict | None = None) -> None:
+    """A runner next to the DB took the job; `handle` (kept as job["handle"]) says where its processes live."""
     with repo.store.tx() as conn:
-        conn.execute("UPDATE jobs SET supervisor_pid = ?, supervisor_started = ? WHERE job_id = ?",
-                     (supervisor_pid, supervisor_started, job_id))
+        conn.execute("UPDATE jobs SET supervisor_pid = ?, supervisor_started = ?, handle = coalesce(?, handle) "
+                     "WHERE job_id = ?", (supervisor_pid, supervisor_started,
+                                          json.dumps(handle) if handle is not None else None, job_id))
 
 
 def started(repo, job_id: int, pid: int | None, pid_started: float | None, supervisor_pid: int | None,
@@ -255,6 +268,7 @@ def finish(repo, job_id: int, state: str, exit_code: int | None = None, signal: 
     if job["state"] not in ACTIVE:
         return job
     _release_resources(repo, job, state, exit_code, reason)
+    failpoints.reach("finish:released")
     with repo.store.tx() as conn:
         done = conn.execute("UPDATE jobs SET state = ?, exit_code = ?, signal = ?, reason = ?, ended_at = ? "
                             f"WHERE job_id = ? AND state IN {_ACTIVE_SQL}",
@@ -318,8 +332,9 @@ def _request_kill(repo, job_id: int, grace_s: float, reason: str) -> dict:
         return _get(conn, job_id)
 
 
-def _record_poll(repo, runner, job: dict, report: dict, now: float) -> str | None:
-    """Record what one poll said; returns what changed (`lost`, `timed_out`, an end state) or None."""
+def _record_poll(repo, runner, job: dict, report: dict, now: float) -> tuple[str, int] | None:
+    """Record what one poll said; returns what changed (`lost`, `timed_out`, an end state) with how many
+    orphaned processes were killed, or None."""
     state = report.get("state")
     if job["started_at"] is None and (report.get("started_at") or state in FINISHED):
         # an end seen before any start: it started when it was handed over, as far as anyone here knows
@@ -334,7 +349,7 @@ def _record_poll(repo, runner, job: dict, report: dict, now: float) -> str | Non
             after = runner.poll(repo, job)
             finish(repo, job["job_id"], "timed_out", exit_code=after.get("exit_code"), signal=after.get("signal"),
                    reason=f"timed out after {job['timeout_s']:g}s")
-            return "timed_out"
+            return "timed_out", 0
         return None
     if state in FINISHED:
         if report.get("log"):
@@ -342,7 +357,7 @@ def _record_poll(repo, runner, job: dict, report: dict, now: float) -> str | Non
                 fh.write(report["log"])
         finish(repo, job["job_id"], _ending(job, state), exit_code=report.get("exit_code"),
                signal=report.get("signal"), reason=report.get("reason"))
-        return state
+        return state, 0
     if get(repo, job["job_id"])["state"] != "running":  # its runner recorded the end just before it went
         return None
     left = runner.kill(repo, job, 2.0)
@@ -350,13 +365,14 @@ def _record_poll(repo, runner, job: dict, report: dict, now: float) -> str | Non
     if state != "lost":
         reason = f"executor {job['executor']} answered poll with {report!r}"
     finish(repo, job["job_id"], "failed", reason=f"{reason}; {left or 0} orphaned process(es) killed")
-    return "lost"
+    return "lost", left or 0
 
 
-def refresh(repo, job_ids: list[int] | None = None) -> dict[int, str]:
+def refresh(repo, job_ids: list[int] | None = None) -> dict[int, tuple[str, int]]:
     """Ask each running job's executor where it is (`poll`) and record what it reports: a start, an end, a
     lost runner (whatever is left is killed), a timeout the executor does not enforce itself. Jobs whose
-    executor is not loaded here are left to a process that has it. Returns {job_id: what changed}."""
+    executor is not loaded here are left to a process that has it. Returns {job_id: (what changed, orphaned
+    processes killed)}."""
     found = executors(repo)
     now = time.time()
     changed = {}
@@ -437,19 +453,41 @@ def kill(repo, job_ids: list[int], grace: str | None = None) -> dict:
 
 
 def prune(repo, older_than: str | None) -> dict:
-    """Forget finished jobs past the TTL (jobs.ttl, or `older_than`) and delete their logs."""
+    """Forget finished jobs past the TTL (jobs.ttl, or `older_than`) and delete their logs; delete every saved
+    environment that no queued or running job needs."""
     age = durations.parse(older_than or repo.config["jobs.ttl"], "--older-than")
     cutoff = time.time() - age
     with repo.store.tx() as conn:
-        rows = conn.execute(f"SELECT job_id, log_path, token FROM jobs WHERE state IN {_FINISHED_SQL} "
+        rows = conn.execute(f"SELECT job_id, log_path FROM jobs WHERE state IN {_FINISHED_SQL} "
                             "AND ended_at < ?", (cutoff,)).fetchall()
         conn.executemany("DELETE FROM jobs WHERE job_id = ?", [(r["job_id"],) for r in rows])
         if rows:
             events.record(conn, "job.pruned", None, jobs=[r["job_id"] for r in rows])
+        swept = _sweep_env_files(repo, conn)
     for r in rows:
         Path(r["log_path"]).unlink(missing_ok=True)
-        env_file(repo, r["token"]).unlink(missing_ok=True)
-    return {"schema_version": SCHEMA_VERSION, "pruned": [r["job_id"] for r in rows]}
+    return {"schema_version": SCHEMA_VERSION, "pruned": [r["job_id"] for r in rows], "env_files_removed": swept}
+
+
+def _sweep_env_files(repo, conn) -> int:
+    """Delete saved environments that no queued or running job needs: those a spawn, a kill or a finish left
+    when it was killed midway, and their temp files. Called inside a write transaction; a spawn writes its
+    file inside its own, so none is half-registered while this runs."""
+    active = {r[0] for r in conn.execute(f"SELECT token FROM jobs WHERE state IN {_ACTIVE_SQL}")}
+    removed = 0
+    for path in jobs_dir(repo).iterdir():
+        name = path.name
+        leftover_temp = name.startswith(".") and ENV_SUFFIX in name and name.endswith(".tmp")
+        if leftover_temp or (name.endswith(ENV_SUFFIX) and name[:-len(ENV_SUFFIX)] not in active):
+            path.unlink(missing_ok=True)
+            removed += 1
+    return removed
+
+
+def sweep_env_files(repo) -> int:
+    """`_sweep_env_files` in a transaction of its own; returns how many files it deleted."""
+    with repo.store.tx() as conn:
+        return _sweep_env_files(repo, conn)
 
 
 def health(repo) -> dict:
@@ -467,9 +505,10 @@ def health(repo) -> dict:
 
 def recover_lost(repo) -> dict:
     """Make job state true again: runners that are gone (their leftovers killed), timeouts nobody enforced,
-    `auto` worktrees left behind, queued jobs with free slots. Idempotent; every change is one conditional
-    update."""
+    `auto` worktrees left behind, saved environments nobody needs, queued jobs with free slots. Idempotent;
+    every change is one conditional update."""
     changed = refresh(repo)
+    lost = {job_id: killed for job_id, (what, killed) in changed.items() if what == "lost"}
     now = time.time()
     overdue = []
     found = executors(repo)
@@ -487,6 +526,6 @@ def recover_lost(repo) -> dict:
         if release_auto_worktree(repo, job):
             released.append(job["worktree"])
     dispatch(repo)
-    return {"schema_version": SCHEMA_VERSION, "dead_supervisors": [j for j, what in changed.items() if what == "lost"],
-            "timed_out": overdue + [j for j, what in changed.items() if what == "timed_out"],
-            "worktrees_released": released}
+    return {"schema_version": SCHEMA_VERSION, "dead_supervisors": list(lost), "orphans_killed": sum(lost.values()),
+            "timed_out": overdue + [j for j, (what, _) in changed.items() if what == "timed_out"],
+            "worktrees_released": released, "env_files_removed": sweep_env_files(repo)}

@@ -54,6 +54,7 @@ def test_outcomes_come_from_poll_with_exit_code_and_log(r):
     assert "hello from spool" in Path(by_id[ok["job_id"]]["log_path"]).read_text()
     assert "oops" in Path(by_id[bad["job_id"]]["log_path"]).read_text()
     assert by_id[ok["job_id"]]["started_at"] is not None, "the start came from poll's started_at"
+    assert list(jobs.jobs_dir(r).glob("*.env.json")) == [], "an end learnt by poll deletes the saved environment"
 
 
 def test_the_limit_and_fifo_queue_stay_agentkits(r, monkeypatch):
@@ -86,6 +87,8 @@ def test_a_lost_job_is_failed_by_reap_and_its_claim_released(r, cli):
     tasks.add(r, "a")
     claim = claims.claim(r, agent="x")
     job = jobs.spawn(r, ["sleep", "30"], claim_id=claim["claim_id"])
+    saved = jobs.env_file(r, jobs.get(r, job["job_id"])["token"])
+    assert saved.exists()
     os.killpg(jobs.get(r, job["job_id"])["handle"]["pgid"], signal.SIGKILL)  # the node died: no exit code
     time.sleep(0.2)
     res = cli("reap", "--json", env=env_for_cli())
@@ -93,6 +96,7 @@ def test_a_lost_job_is_failed_by_reap_and_its_claim_released(r, cli):
     after = jobs.get(r, job["job_id"])
     assert after["state"] == "failed" and "vanished without an exit code" in after["reason"]
     assert claims.show_task(r, 1)["status"] == "failing" and claims.show_task(r, 1)["claim"] is None
+    assert not saved.exists(), "the saved environment (the spawner's secrets) went with the job"
     assert cli("reap", "--json", env=env_for_cli()).json["dead_supervisors"] == [], "idempotent"
 
 

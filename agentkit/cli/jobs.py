@@ -128,7 +128,13 @@ def prune(older_than: str = typer.Option(None, "--older-than", help="Age, e.g. 7
     with handled(as_json):
         data = jobs.prune(open_repo(), older_than)
     say(f"pruned {len(data['pruned'])} job(s)")
+    _say_env_files(data)
     render(data, as_json, lambda d: None)
+
+
+def _say_env_files(data: dict) -> None:
+    if data["env_files_removed"]:
+        say(f"deleted {data['env_files_removed']} saved job environment(s) no job needs")
 
 
 def health(as_json: bool = JSON_OPT):
@@ -153,4 +159,7 @@ def reap(as_json: bool = JSON_OPT):
         say(f"job {job_id}: its runner died or never started; recorded as failed")
     for job_id in data["timed_out"]:
         say(f"job {job_id}: past its timeout; killed")
+    if data["orphans_killed"]:
+        say(f"{data['orphans_killed']} orphaned process(es) of dead runners killed")
+    _say_env_files(data)
     render(data, as_json, lambda d: None)

@@ -21,6 +21,7 @@ class LocalExecutor:
     enforces_timeout = True  # the supervisor ends a job at its deadline and records timed_out itself
 
     def submit(self, repo, job: dict) -> None:
+        procs.platform()  # a bad AGENTKIT_PROCS fails here, not in a detached supervisor
         log = open(repo.paths.agents / "jobs" / "supervisor.log", "ab")  # noqa: SIM115 - handed to the child
         try:
             subprocess.Popen([sys.executable, "-m", SUPERVISOR_MODULE, str(repo.root), str(job["job_id"])],
@@ -45,8 +46,17 @@ class LocalExecutor:
         if procs.alive(job["supervisor_pid"], job["supervisor_started"], SUPERVISOR):
             os.kill(job["supervisor_pid"], signal.SIGUSR1)  # it reads the grace from the job row
             return None
-        # no supervisor: whatever still carries the job's token is an orphan of it
-        return len(procs.terminate(procs.with_token(job["token"]), grace))
+        # no supervisor: what is left of the job's tree is an orphan of it
+        return len(tree_of(repo, job).kill(grace))
+
+
+def tree_of(repo, job: dict) -> procs.Tree:
+    """What marks a local job's processes: its token, its main process's session, its cgroup. The managed
+    redis-server is spared even when the job started it (it rewrites its environment for its title)."""
+    from agentkit import redis
+
+    return procs.Tree(job["token"], job.get("pid"), job.get("pid_started"), (job.get("handle") or {}).get("cgroup"),
+                      spare=lambda: {redis.managed_pid(repo)})
 
 
 @hookimpl

@@ -4,7 +4,6 @@ the end, and runs the next queued job itself so a freed slot is reused at once.
 Started as `python -m agentkit.builtin.local.supervisor ROOT JOB_ID` in a session of its own by the local
 executor. It talks to core through the public functions of agentkit.jobs only."""
 
-import ctypes
 import os
 import select
 import signal
@@ -13,11 +12,11 @@ import sys
 import time
 from pathlib import Path
 
-from agentkit import jobs, procs, redis
+from agentkit import failpoints, jobs, procs
+from agentkit.builtin import local
 from agentkit.errors import AgentkitError
 from agentkit.repo import Repo
 
-PR_SET_CHILD_SUBREAPER = 36
 HEARTBEAT_EVERY_S = 60
 
 
@@ -51,15 +50,6 @@ class Signals:
         return got
 
 
-def _subreaper() -> None:
-    """Orphans of the job (double forks, setsid daemons) are re-parented to us, so we can find and kill them."""
-    if sys.platform.startswith("linux"):
-        try:
-            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
-        except (OSError, AttributeError):
-            pass
-
-
 def _reap_zombies(main_pid: int | None) -> int | None:
     """Collect every exited child; return the main child's exit code if it was among them (negative: the
     signal that ended it, as subprocess reports it)."""
@@ -75,46 +65,51 @@ def _reap_zombies(main_pid: int | None) -> int | None:
             code = os.waitstatus_to_exitcode(status)
 
 
-def _kill_tree(repo: Repo, token: str, grace: float, everywhere: bool = True) -> dict[int, int | None]:
-    """TERM → grace → KILL for the job's tree. Returns the exit codes seen, by pid (the main child's among
-    them, as the wait reaps it).
+def _heartbeat_every(repo: Repo) -> float:
+    """Often enough that a claim's lease never runs out while its job runs: thrice per claims.lease (what a
+    heartbeat renews it for), at most every 60 s."""
+    from agentkit import durations
 
-    Ours: descendants (adopted orphans included) that carry our token or none (their environment was wiped),
-    and with `everywhere`, any process on the machine with our token. Not ours: other jobs and their
-    supervisors, and a redis-server started from inside the job (it rewrites its environment area for its
-    process title, so it is spared by pid)."""
-    codes: dict[int, int | None] = {}
-    for _ in range(5):  # a tree can fork while it is being killed: sweep until nothing is left
-        spared = {redis.managed_pid(repo)}
-        mine = [p for p in procs.descendants() if procs.job_token(p) in (None, token) and p.pid not in spared]
-        if everywhere:
-            mine += [p for p in procs.with_token(token) if p.pid not in spared]
-        found = {p.pid: p for p in mine}
-        if not found:
-            break
-        codes.update(procs.terminate(list(found.values()), grace))
-        grace = min(grace, 1.0)
-    return codes
+    return min(HEARTBEAT_EVERY_S, durations.parse(repo.config["claims.lease"], "claims.lease") / 3)
 
 
-def run(repo: Repo, job: dict, sig: Signals) -> None:
-    job_id = job["job_id"]
+def run(repo: Repo, job: dict, sig: Signals, subreaper: bool) -> None:
+    """Run one job that holds its slot: launch it, supervise it, record its end. Its cgroup (where the
+    platform gives one) is removed when it is over."""
     me, me_started = os.getpid(), procs.start_time(os.getpid())
-    jobs.checked_in(repo, job_id, me, me_started)  # from here `reap` sees a live runner, even while we prepare
+    jobs.checked_in(repo, job["job_id"], me, me_started)  # from here `reap` sees a live runner, even while we prepare
+    failpoints.reach("supervisor:checked-in")
+    tree = local.tree_of(repo, job)
+    try:
+        child = _launch(repo, job, tree, me, me_started)
+        if child is not None:
+            failpoints.reach("supervisor:started")
+            _supervise(repo, jobs.get(repo, job["job_id"]), sig, child, tree, subreaper)
+    finally:
+        tree.release()
+
+
+def _launch(repo: Repo, job: dict, tree: procs.Tree, me: int, me_started: float | None):
+    """Start the job's command in a session of its own (and in its cgroup); None if it ended before that."""
+    job_id = job["job_id"]
     if job["worktree_auto"]:
         try:
             job = jobs.prepare_worktree(repo, job)
         except AgentkitError as exc:
             jobs.started(repo, job_id, None, None, me, me_started)
             jobs.finish(repo, job_id, "failed", reason=f"could not prepare its worktree: {exc.message}")
-            return
+            return None
     if jobs.get(repo, job_id)["state"] != "running":  # killed or reaped while we prepared: do not start it
-        return
+        return None
     env = jobs.job_env(repo, job)
+    tree.group = procs.platform().new_group(str(job_id))
+    if tree.group:  # recorded before anything can run in it, so `reap` finds it should we die
+        jobs.checked_in(repo, job_id, me, me_started, handle={"cgroup": tree.group})
     log = open(job["log_path"], "ab", buffering=0)  # noqa: SIM115 - the child writes to it after we return
     try:
         child = subprocess.Popen(job["command"], cwd=job["cwd"], env=env, stdin=subprocess.DEVNULL, stdout=log,
-                                 stderr=subprocess.STDOUT, start_new_session=True)
+                                 stderr=subprocess.STDOUT, start_new_session=True,
+                                 preexec_fn=procs.platform().enter_group(tree.group))
     except (FileNotFoundError, PermissionError, NotADirectoryError) as exc:
         code = 127 if isinstance(exc, FileNotFoundError) else 126
         what = "command not found" if code == 127 else "command not executable"
@@ -122,13 +117,21 @@ def run(repo: Repo, job: dict, sig: Signals) -> None:
         log.close()
         jobs.started(repo, job_id, None, None, me, me_started)
         jobs.finish(repo, job_id, "failed", exit_code=code, reason=f"{what}: {job['command'][0]}")
-        return
+        return None
     log.close()
-    jobs.started(repo, job_id, child.pid, procs.start_time(child.pid), me, me_started)
-    if jobs.get(repo, job_id)["kill_requested_at"]:  # `jobs kill` came before we had a pid to signal
+    tree.leader, tree.leader_started = child.pid, procs.start_time(child.pid)
+    jobs.started(repo, job_id, child.pid, tree.leader_started, me, me_started)
+    return child
+
+
+def _supervise(repo: Repo, job: dict, sig: Signals, child, tree: procs.Tree, subreaper: bool) -> None:
+    """Wait for the job's end, a kill request, its deadline or a signal; kill its tree if need be; record."""
+    job_id = job["job_id"]
+    if job["kill_requested_at"]:  # `jobs kill` came before we had a pid to signal
         sig.got.append(signal.SIGUSR1)
     deadline = time.monotonic() + job["timeout_s"] if job["timeout_s"] else None
-    next_beat = time.monotonic() + HEARTBEAT_EVERY_S
+    beat_every = _heartbeat_every(repo) if job["claim_id"] else None
+    next_beat = time.monotonic() if beat_every else None  # at once: the claim's own lease may be shorter
     ending, reason, code = None, None, None
     while code is None:
         now = time.monotonic()
@@ -147,35 +150,38 @@ def run(repo: Repo, job: dict, sig: Signals) -> None:
             grace = job["grace_s"]
             if ending == "killed" and signal.SIGUSR1 in got:
                 grace = jobs.get(repo, job_id)["kill_grace_s"] or grace
-            codes = _kill_tree(repo, job["token"], grace)
+            codes = tree.kill(grace, under=os.getpid())
             code = _reap_zombies(child.pid)
             if code is None:  # the kill's own wait reaped it
                 code = codes.get(child.pid)
             if code is None:
                 code = -signal.SIGKILL
             break
-        if job["claim_id"] and time.monotonic() >= next_beat:
-            next_beat = time.monotonic() + HEARTBEAT_EVERY_S
+        if next_beat is not None and time.monotonic() >= next_beat:
+            next_beat = time.monotonic() + beat_every
             try:
                 from agentkit import claims
 
                 claims.heartbeat(repo, job["claim_id"])
             except AgentkitError:
                 pass
-    # after a normal exit, leftovers are among our descendants (we are their subreaper): no machine-wide scan
-    leftovers = len(_kill_tree(repo, job["token"], min(job["grace_s"], 2.0), everywhere=ending is not None))
+    # after a normal exit, leftovers are in the job's session or cgroup, or (as we are their subreaper) below
+    # us: no machine-wide scan unless the platform re-parents orphans elsewhere
+    leftovers = len(tree.kill(min(job["grace_s"], 2.0), under=os.getpid(),
+                              everywhere=ending is not None or not subreaper))
     exit_code, signum = (code, None) if code >= 0 else (None, -code)
     if ending is None:
         ending = "succeeded" if code == 0 else "failed"
         reason = None if code == 0 else (f"exited with {code}" if code > 0 else f"killed by signal {signum}")
     if leftovers:
         reason = (reason + "; " if reason else "") + f"{leftovers} leftover process(es) killed"
+    failpoints.reach("supervisor:ending")
     jobs.finish(repo, job_id, ending, exit_code=exit_code, signal=signum, reason=reason)
 
 
 def main(argv: list[str]) -> int:
     root, job_id = argv[0], int(argv[1])
-    _subreaper()
+    subreaper = procs.platform().become_subreaper()
     sig = Signals()
     repo = Repo(Path(root))
     job = jobs.get(repo, job_id)
@@ -183,9 +189,9 @@ def main(argv: list[str]) -> int:
     while job is not None:
         if job["state"] == "running" and job["supervisor_pid"] is None:  # ours: dispatched, nobody checked in
             try:
-                run(repo, job, sig)
+                run(repo, job, sig, subreaper)
             except Exception as exc:  # noqa: BLE001 - record it on the job rather than lose it in a log
-                _kill_tree(repo, job["token"], 1)
+                local.tree_of(repo, jobs.get(repo, job["job_id"])).kill(1)
                 jobs.finish(repo, job["job_id"], "failed", reason=f"supervisor error: {exc!r}")
         if sig.stop:
             break
