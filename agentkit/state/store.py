@@ -10,7 +10,7 @@ from agentkit.state.locks import named_lock
 from agentkit.state.paths import Paths
 
 # Bump together with a new migration in schema.py (a test checks they agree).
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 
 def _corrupt(db: Path, exc: Exception) -> StateError:
