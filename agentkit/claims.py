@@ -112,8 +112,8 @@ def _new_claim(conn, task_id: int, agent: str, kind: str, lease_s: float, prior_
     fence = (conn.execute("SELECT max(fence) FROM claims").fetchone()[0] or 0) + 1
     claim = {"claim_id": claim_id or _new_id(), "task_id": task_id, "agent": agent, "kind": kind,
              "prior_status": prior_status, "fence": fence,
-             "state": "active", "lease_expires_at": now + lease_s, "outcome": None, "created_at": now,
-             "ended_at": None}
+             "state": "active", "lease_expires_at": now + lease_s, "lease_s": lease_s, "outcome": None,
+             "created_at": now, "ended_at": None}
     conn.execute(f"INSERT INTO claims ({', '.join(claim)}) VALUES ({', '.join('?' * len(claim))})",
                  tuple(claim.values()))
     events.record(conn, "claim.created", claim["claim_id"], task_id=task_id, agent=agent, kind=kind, fence=fence)
@@ -227,11 +227,23 @@ def _end_work_claims(conn, task_id: int, outcome: str | None) -> None:
                  f"{_ACTIVE_WORK}", (outcome, time.time(), task_id))
 
 
+def lease_of(repo, claim: sqlite3.Row | dict | str) -> float:
+    """How long a heartbeat renews a claim (a row, or its id) for: the lease it was taken with (or last given
+    by `heartbeat --lease`); claims.lease for a claim made before claims recorded theirs, or an unknown one."""
+    if isinstance(claim, str):
+        found = repo.store.rows("SELECT lease_s FROM claims WHERE claim_id = ?", (claim,))
+        claim = found[0] if found else {"lease_s": None}
+    return claim["lease_s"] if claim["lease_s"] is not None else _lease(repo, None)
+
+
 def heartbeat(repo, claim_id: str, lease: str | None = None) -> dict:
-    lease_s = _lease(repo, lease)
+    """Renew a claim's lease to now + its own length, or + `lease`, which becomes its length from then on."""
+    given = _lease(repo, lease) if lease else None
     with _step(repo) as conn:
         c = _active(conn, claim_id)
-        conn.execute("UPDATE claims SET lease_expires_at = ? WHERE claim_id = ?", (time.time() + lease_s, claim_id))
+        lease_s = given if given is not None else lease_of(repo, c)
+        conn.execute("UPDATE claims SET lease_expires_at = ?, lease_s = coalesce(?, lease_s) WHERE claim_id = ?",
+                     (time.time() + lease_s, given, claim_id))
         events.record(conn, "claim.heartbeat", claim_id, task_id=c["task_id"])
         return _view(conn, conn.execute("SELECT * FROM claims WHERE claim_id = ?", (claim_id,)).fetchone())
 

@@ -249,12 +249,17 @@ def terminate(processes: list, grace: float) -> dict[int, int | None]:
     far as it is known (negative: the signal that ended it), which matters for our own children, whom the
     wait reaps.
 
+    Parents are signalled before their children, for TERM and for KILL: a process that outlived its child
+    by even a moment would see it die and could act on it; a shell, the usual main process of a job, exits
+    on its own with 128 + the child's signal, and the job would read as ending with that exit code rather
+    than by our signal.
+
     psutil checks each process's identity (pid + create time) before signalling, so a pid that was recycled
     since the list was made is never signalled."""
     import psutil
 
     signalled = []
-    for proc in processes:
+    for proc in parents_first(processes):
         try:
             proc.terminate()
             signalled.append(proc)
@@ -276,21 +281,42 @@ def terminate(processes: list, grace: float) -> dict[int, int | None]:
 
 
 def _wait(processes: list, timeout: float) -> tuple[list, list]:
-    """Wait up to `timeout` for the processes to end; (gone, alive). A zombie counts as gone: it is dead,
-    and an orphan's new parent (init, a subreaper) may take its time to reap it. Our own children are
-    reaped here, which records their exit codes."""
+    """Wait up to `timeout` for the processes to end; (gone, alive), `alive` in the order given. A zombie
+    counts as gone: it is dead, and an orphan's new parent (init, a subreaper) may take its time to reap it.
+    Our own children are reaped here, which records their exit codes."""
     import psutil
 
     deadline = time.monotonic() + timeout
     alive, gone = list(processes), []
     while True:
         dead = {p.pid for p in alive if _dead(p)}  # before the wait, which reaps (and so records) our own
-        done, alive = psutil.wait_procs(alive, timeout=0)
-        gone += done + [p for p in alive if p.pid in dead]
-        alive = [p for p in alive if p.pid not in dead]
+        done, _ = psutil.wait_procs(alive, timeout=0)  # its lists come out of sets, in no order
+        reaped = {p.pid for p in done}
+        gone += done + [p for p in alive if p.pid in dead - reaped]
+        alive = [p for p in alive if p.pid not in dead | reaped]  # in the order given: the order of the KILLs
         if not alive or time.monotonic() >= deadline:
             return gone, alive
         time.sleep(0.02)
+
+
+def parents_first(processes: list) -> list:
+    """The processes ordered so that each comes after its parent and every other ancestor among them."""
+    import psutil
+
+    parent = {}
+    for proc in processes:
+        try:
+            parent[proc.pid] = proc.ppid()
+        except psutil.Error:
+            parent[proc.pid] = None
+
+    def depth(pid: int) -> int:
+        seen = {pid}
+        while (pid := parent[pid]) in parent and pid not in seen:
+            seen.add(pid)
+        return len(seen)
+
+    return sorted(processes, key=lambda proc: depth(proc.pid))
 
 
 def _dead(proc) -> bool:

@@ -3,6 +3,7 @@
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -140,6 +141,40 @@ def test_heartbeat_extends_and_release_without_outcome_returns_the_task(repo, cl
     assert rel.code == 0 and rel.json["task"]["status"] == "pending" and rel.json["task"]["attempts"] == 0
     assert cli("release", c["claim_id"], "--json").code == ExitCode.CONFLICT
     assert cli("release", "nope", "--json").code == ExitCode.NOT_FOUND
+
+
+def test_a_heartbeat_renews_a_claim_for_its_own_lease(repo, cli):
+    cli("task", "add", "a")
+    c = cli("claim", "--agent", "a", "--lease", "2h", "--json").json
+    assert c["lease_s"] == 7200
+    hb = cli("heartbeat", c["claim_id"], "--json")
+    assert hb.code == 0, hb.err
+    assert 7190 < hb.json["lease_expires_at"] - time.time() <= 7200, "the claim's 2 h, not claims.lease (30 m)"
+    hb = cli("heartbeat", c["claim_id"], "--lease", "10m", "--json").json
+    assert hb["lease_s"] == 600 and 590 < hb["lease_expires_at"] - time.time() <= 600
+    hb = cli("heartbeat", c["claim_id"], "--json").json
+    assert hb["lease_s"] == 600 and 590 < hb["lease_expires_at"] - time.time() <= 600, "--lease is kept"
+    shown = cli("task", "show", "1", "--json").json["claim"]
+    assert shown["lease_s"] == 600
+    assert cli("release", c["claim_id"], "--outcome", "pass").code == 0
+    check = cli("claim", "--regression", "--agent", "t", "--lease", "2h", "--json").json["claims"][0]
+    hb = cli("heartbeat", check["claim_id"], "--json").json
+    assert 7190 < hb["lease_expires_at"] - time.time() <= 7200, "regression claims too"
+
+
+def test_a_claim_from_before_schema_6_renews_for_claims_lease(repo, cli):
+    cli("task", "add", "a")
+    c = cli("claim", "--agent", "a", "--lease", "2h", "--json").json
+    db = repo / ".agents" / "agentkit.db"
+    with sqlite3.connect(db) as conn:  # the database as schema 5 left it: no lease_s
+        conn.execute("ALTER TABLE claims DROP COLUMN lease_s")
+        conn.execute("DELETE FROM _sqlite_migrations WHERE name = 'm006_claim_lease'")
+        conn.execute("PRAGMA user_version = 5")
+    hb = cli("heartbeat", c["claim_id"], "--json", env={"AGENTKIT_CLAIMS_LEASE": "45m"})
+    assert hb.code == 0, hb.err
+    assert hb.json["lease_s"] is None and 2690 < hb.json["lease_expires_at"] - time.time() <= 2700
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == 6
 
 
 def test_release_with_outcomes(repo, cli):

@@ -473,6 +473,32 @@ def test_the_supervisor_heartbeats_a_claim_so_a_short_lease_outlives_the_job(r, 
     r1.close()
 
 
+def test_the_supervisor_renews_a_claim_for_the_claims_own_lease(r, cli):
+    """claims.lease is 30 m here: a claim taken for 2 h keeps 2 h, one taken for 2 s is beaten every 2/3 s."""
+    cli("task", "add", "long")
+    cli("task", "add", "short")
+    long = cli("claim", "1", "--agent", "x", "--lease", "2h", "--json").json
+    job = cli("spawn", "--claim", long["claim_id"], "--json", "--", "sleep", "1000").json
+
+    def beaten():
+        return r.store.rows("SELECT 1 FROM events WHERE kind = 'claim.heartbeat' AND subject = ?",
+                            (long["claim_id"],))
+
+    wait_for(beaten)
+    renewed = claims.show_task(r, 1)["claim"]["lease_expires_at"] - time.time()
+    assert 7100 < renewed <= 7200, "the first beat kept the claim's 2 h"
+    jobs.kill(r, [job["job_id"]], grace="0.5s")
+    short = cli("claim", "2", "--agent", "y", "--lease", "2s", "--json").json
+    job = cli("spawn", "--claim", short["claim_id"], "--json", "--", "sleep", "3").json
+    assert cli("jobs", "wait", str(job["job_id"])).code == 0
+    beats = r.store.rows("SELECT ts FROM events WHERE kind = 'claim.heartbeat' AND subject = ?",
+                         (short["claim_id"],))
+    ended = r.store.rows("SELECT state, outcome, lease_expires_at FROM claims WHERE claim_id = ?",
+                         (short["claim_id"],))[0]
+    assert (ended["state"], ended["outcome"]) == ("released", "pass"), "the lease lasted the job's 3 s"
+    assert len(beats) >= 4 and ended["lease_expires_at"] - beats[-1]["ts"] < 2.5, "each beat renewed it for 2 s"
+
+
 @pytest.mark.parametrize("sweeper", [("reap",), ("jobs", "prune")])
 def test_a_killed_spawns_saved_environment_is_deleted_by_reap_and_prune(r, cli, sweeper):
     spawner = subprocess.Popen([sys.executable, "-m", "agentkit.cli", "spawn", "--", "true"], cwd=r.root,

@@ -132,6 +132,29 @@ def test_terminate_escalates_to_kill_after_the_grace(backend):
     assert procs.start_time(stubborn.pid) is None and procs.start_time(polite.pid) is None, "gone and reaped"
 
 
+def test_terminate_signals_parents_first_so_a_shell_ends_by_the_kill_not_by_its_childs(backend, monkeypatch):
+    """A shell whose foreground child dies exits at once with 128 + the child's signal: had the child got its
+    KILL first, the shell (a job's usual main process) would end with exit code 137 instead of by SIGKILL.
+    A pause after each signal, as when the killer is preempted on a busy machine, gives it all the time."""
+    mark = marker()
+    shell = subprocess.Popen(["sh", "-c", f"trap '' TERM; {sleep(mark, 'main')}"])
+    child = wait_until(lambda: sleeping(mark).get("main"))
+    sent, send = [], os.kill
+
+    def slow_kill(pid, sig):
+        send(pid, sig)
+        if sig:  # 0 is psutil asking whether a pid exists
+            sent.append((pid, sig))
+            time.sleep(0.2)
+
+    monkeypatch.setattr(os, "kill", slow_kill)
+    codes = procs.terminate([child, psutil.Process(shell.pid)], grace=0.3)
+    monkeypatch.undo()
+    term, kill = signal.SIGTERM, signal.SIGKILL
+    assert sent == [(shell.pid, term), (child.pid, term), (shell.pid, kill), (child.pid, kill)]
+    assert codes[shell.pid] == -signal.SIGKILL
+
+
 def spawn_tree(backend, token: str, mark: str) -> tuple[subprocess.Popen, str | None]:
     """A job-like tree in a session of its own: its processes carry the token, or wiped it, or left the
     session, or both, beside processes marked as no job's and as another job's."""

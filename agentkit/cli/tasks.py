@@ -200,8 +200,11 @@ def claim(task_id: int = typer.Argument(None, help="Claim this task (default: th
         render(data, as_json, _claim_human)
 
 
-def heartbeat(claim_id: str, lease: str = LEASE, as_json: bool = JSON_OPT):
-    """Extend a claim's lease (exit 7 if it already expired)."""
+def heartbeat(claim_id: str,
+              lease: str = typer.Option(None, "--lease", help="New lease length, kept for later heartbeats "
+                                        "(default: the claim's own lease)."),
+              as_json: bool = JSON_OPT):
+    """Extend a claim's lease by its own length (exit 7 if it already expired)."""
     from agentkit import claims
 
     with handled(as_json):

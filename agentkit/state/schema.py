@@ -143,3 +143,10 @@ def m005_job_handles(db) -> None:
     """What an executor's submit returned, and why agentkit asked for a kill (user or timeout)."""
     db.execute("ALTER TABLE jobs ADD COLUMN handle TEXT")
     db.execute("ALTER TABLE jobs ADD COLUMN kill_reason TEXT")
+
+
+@migrations()
+def m006_claim_lease(db) -> None:
+    """The lease a claim was taken with, which a heartbeat without --lease renews it for. NULL (claims made
+    before): claims.lease."""
+    db.execute("ALTER TABLE claims ADD COLUMN lease_s REAL")

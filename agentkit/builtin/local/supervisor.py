@@ -65,12 +65,12 @@ def _reap_zombies(main_pid: int | None) -> int | None:
             code = os.waitstatus_to_exitcode(status)
 
 
-def _heartbeat_every(repo: Repo) -> float:
-    """Often enough that a claim's lease never runs out while its job runs: thrice per claims.lease (what a
-    heartbeat renews it for), at most every 60 s."""
-    from agentkit import durations
+def _heartbeat_every(repo: Repo, claim: dict | str) -> float:
+    """Often enough that a claim (its row or id) never runs out of lease while its job runs: thrice per the
+    claim's own lease (what a heartbeat renews it for), at most every 60 s."""
+    from agentkit import claims
 
-    return min(HEARTBEAT_EVERY_S, durations.parse(repo.config["claims.lease"], "claims.lease") / 3)
+    return min(HEARTBEAT_EVERY_S, claims.lease_of(repo, claim) / 3)
 
 
 def run(repo: Repo, job: dict, sig: Signals, subreaper: bool) -> None:
@@ -130,8 +130,8 @@ def _supervise(repo: Repo, job: dict, sig: Signals, child, tree: procs.Tree, sub
     if job["kill_requested_at"]:  # `jobs kill` came before we had a pid to signal
         sig.got.append(signal.SIGUSR1)
     deadline = time.monotonic() + job["timeout_s"] if job["timeout_s"] else None
-    beat_every = _heartbeat_every(repo) if job["claim_id"] else None
-    next_beat = time.monotonic() if beat_every else None  # at once: the claim's own lease may be shorter
+    beat_every = _heartbeat_every(repo, job["claim_id"]) if job["claim_id"] else None
+    next_beat = time.monotonic() if beat_every else None  # at once: what is left of the lease may be shorter
     ending, reason, code = None, None, None
     while code is None:
         now = time.monotonic()
@@ -158,13 +158,14 @@ def _supervise(repo: Repo, job: dict, sig: Signals, child, tree: procs.Tree, sub
                 code = -signal.SIGKILL
             break
         if next_beat is not None and time.monotonic() >= next_beat:
-            next_beat = time.monotonic() + beat_every
             try:
                 from agentkit import claims
 
-                claims.heartbeat(repo, job["claim_id"])
+                # `heartbeat --lease` by hand may have changed the claim's lease meanwhile: beat by the new one
+                beat_every = _heartbeat_every(repo, claims.heartbeat(repo, job["claim_id"]))
             except AgentkitError:
                 pass
+            next_beat = time.monotonic() + beat_every
     # after a normal exit, leftovers are in the job's session or cgroup, or (as we are their subreaper) below
     # us: no machine-wide scan unless the platform re-parents orphans elsewhere
     leftovers = len(tree.kill(min(job["grace_s"], 2.0), under=os.getpid(),
