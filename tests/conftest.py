@@ -73,6 +73,17 @@ def repo(tmp_path) -> Path:
     _stop_managed(root)
 
 
+def wait_until(predicate, timeout: float = 20.0):
+    """Poll `predicate` until it returns something true (and return that), or fail the test after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.02)
+    raise AssertionError("timed out waiting")
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -16,7 +16,8 @@ import pytest
 from agentkit import claims, jobs, procs, tasks
 from agentkit.errors import AgentkitError, ExitCode
 from agentkit.repo import Repo
-from tests.test_jobs import stop_everything, tree_of, wait_for
+from tests.conftest import wait_until
+from tests.test_jobs import stop_everything, tree_of
 from tests.test_procs import cgroups_here, marker, sleep, sleeping
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="parks are seen in /proc/PID/wchan")
@@ -137,9 +138,9 @@ def test_kill_9_at_a_failpoint_is_repaired_by_reap(r, cli, point, chaos_rounds):
         spawner = agentkit("spawn", "--claim", claim["claim_id"], "--", *job_script(mark, 0.5),
                            AGENTKIT_FAILPOINT=point)
         try:
-            wait_for(lambda n=i + 1: there(r, _row(r, n), mark))
+            wait_until(lambda n=i + 1: there(r, _row(r, n), mark))
             victim = spawner.pid if who == "spawner" else _row(r)["supervisor_pid"]
-            wait_for(lambda v=victim: parked(v))
+            wait_until(lambda v=victim: parked(v))
             kill_9(victim)
         finally:  # a parked spawner would sleep for an hour (a parked supervisor is the fixture's)
             if spawner.poll() is None and who == "spawner":

@@ -16,7 +16,7 @@ from agentkit import claims, jobs, procs
 from agentkit.builtin import local
 from agentkit.errors import AgentkitError, ExitCode
 from agentkit.repo import Repo
-from tests.conftest import write_plugin
+from tests.conftest import wait_until, write_plugin
 from tests.test_procs import backend_fixture, cgroups_here, marker, sleep, sleeping
 
 backend = backend_fixture()
@@ -52,16 +52,6 @@ def fresh(r, monkeypatch, **config):
     for key, value in config.items():
         monkeypatch.setenv(f"AGENTKIT_JOBS_{key.upper()}", str(value))
     return Repo(r.root)
-
-
-def wait_for(predicate, timeout=20.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError("timed out waiting")
 
 
 def tree_of(r, job_id) -> list:
@@ -138,7 +128,7 @@ def test_timeout_covers_execution_not_queue_wait(r, monkeypatch):
 @pytest.mark.parametrize("how", ["timeout", "kill"])
 def test_whole_tree_dies_including_setsid_and_double_forked(r, how, backend):
     job = jobs.spawn(r, ["sh", "-c", TREE], timeout="1s" if how == "timeout" else None)
-    wait_for(lambda: len(tree_of(r, job["job_id"])) >= 4)
+    wait_until(lambda: len(tree_of(r, job["job_id"])) >= 4)
     if how == "kill":
         jobs.kill(r, [job["job_id"]], grace="2s")
     done = jobs.wait(r, [job["job_id"]], timeout=60)
@@ -156,11 +146,11 @@ def test_leftover_background_processes_are_killed_when_the_job_exits(r, backend)
 
 def test_kill_9_of_a_supervisor_is_recovered_by_reap(r, cli, backend):
     job = jobs.spawn(r, ["sh", "-c", TREE])
-    wait_for(lambda: len(tree_of(r, job["job_id"])) >= 4)
+    wait_until(lambda: len(tree_of(r, job["job_id"])) >= 4)
     row = jobs.get(r, job["job_id"])
     assert jobs.env_file(r, row["token"]).exists()
     os.kill(row["supervisor_pid"], signal.SIGKILL)
-    wait_for(lambda: not procs.alive(row["supervisor_pid"], row["supervisor_started"]))
+    wait_until(lambda: not procs.alive(row["supervisor_pid"], row["supervisor_started"]))
     assert jobs.get(r, job["job_id"])["state"] == "running"
     res = cli("reap", "--json")
     assert res.code == 0 and res.json["dead_supervisors"] == [job["job_id"]]
@@ -180,10 +170,10 @@ def test_a_dead_supervisors_orphans_are_found_without_their_token(r, cli, backen
               f"env -i setsid {sleep(mark, 'wiped_setsid')} & (env -i setsid {sleep(mark, 'daemon')} &); "
               f"{sleep(mark, 'main')}")
     job = jobs.spawn(r, ["sh", "-c", script])
-    wait_for(lambda: len(sleeping(mark)) == 5)
+    wait_until(lambda: len(sleeping(mark)) == 5)
     row = jobs.get(r, job["job_id"])
     os.kill(row["supervisor_pid"], signal.SIGKILL)
-    wait_for(lambda: not procs.alive(row["supervisor_pid"], row["supervisor_started"]))
+    wait_until(lambda: not procs.alive(row["supervisor_pid"], row["supervisor_started"]))
     contained = bool((row["handle"] or {}).get("cgroup"))
     assert contained == (backend.name == "linux" and cgroups_here())
     try:
@@ -202,7 +192,7 @@ def test_a_dead_supervisors_orphans_are_found_without_their_token(r, cli, backen
 def test_a_job_that_ignores_term_is_killed_137_and_leaves_nothing(r, backend):
     mark = marker()
     job = jobs.spawn(r, ["sh", "-c", f"trap '' TERM; {sleep(mark, 'setsid')} & {sleep(mark, 'main')}"])
-    wait_for(lambda: len(sleeping(mark)) == 2)
+    wait_until(lambda: len(sleeping(mark)) == 2)
     jobs.kill(r, [job["job_id"]], grace="0.5s")
     done = jobs.wait(r, [job["job_id"]], timeout=60)
     row = done["jobs"][0]
@@ -215,10 +205,10 @@ def test_a_recycled_pid_is_never_signalled(r, cli):
     time.sleep(0.05)  # a recycled pid belongs to a process started after the original one
     try:
         job = jobs.spawn(r, ["sleep", "1000"])
-        row = wait_for(lambda: jobs.get(r, job["job_id"])["pid"] and jobs.get(r, job["job_id"]))
+        row = wait_until(lambda: jobs.get(r, job["job_id"])["pid"] and jobs.get(r, job["job_id"]))
         os.kill(row["supervisor_pid"], signal.SIGKILL)
         os.kill(row["pid"], signal.SIGKILL)
-        wait_for(lambda: not procs.alive(row["supervisor_pid"], row["supervisor_started"]))
+        wait_until(lambda: not procs.alive(row["supervisor_pid"], row["supervisor_started"]))
         # pretend both pids were recycled: the row now names the bystander, with its real pid, as its processes
         with r.store.tx() as conn:
             conn.execute("UPDATE jobs SET pid = ?, supervisor_pid = ? WHERE job_id = ?",
@@ -369,7 +359,7 @@ def test_killing_a_queued_job_releases_its_claim_and_environment(r, monkeypatch,
 
 def test_reap_enforces_a_timeout_the_supervisor_missed(r, cli):
     job = jobs.spawn(r, ["sleep", "1000"], timeout="1h")
-    wait_for(lambda: jobs.get(r, job["job_id"])["pid"])
+    wait_until(lambda: jobs.get(r, job["job_id"])["pid"])
     with r.store.tx() as conn:  # as if the supervisor had slept through its deadline
         conn.execute("UPDATE jobs SET started_at = started_at - 7200 WHERE job_id = ?", (job["job_id"],))
     res = cli("reap", "--json")
@@ -396,7 +386,7 @@ def test_a_job_that_spawns_jobs_or_starts_redis_does_not_kill_them_when_it_ends(
 
 def test_a_killed_job_that_exits_0_on_term_still_reads_killed(r):
     job = jobs.spawn(r, ["sh", "-c", 'trap "exit 0" TERM; while :; do sleep 0.1; done'])
-    wait_for(lambda: jobs.get(r, job["job_id"])["pid"])
+    wait_until(lambda: jobs.get(r, job["job_id"])["pid"])
     jobs.kill(r, [job["job_id"]], grace="2s")
     done = jobs.wait(r, [job["job_id"]], timeout=60)
     assert done["jobs"][0]["state"] == "killed" and done["exit_status"] == 143
@@ -415,11 +405,11 @@ def test_a_terminated_supervisor_kills_its_job_and_takes_no_more(r, monkeypatch,
     r1 = fresh(r, monkeypatch, max_concurrency=1)
     first = jobs.spawn(r1, ["sh", "-c", TREE])
     second = jobs.spawn(r1, ["sleep", "0.2"])
-    row = wait_for(lambda: jobs.get(r1, first["job_id"])["pid"] and jobs.get(r1, first["job_id"]))
+    row = wait_until(lambda: jobs.get(r1, first["job_id"])["pid"] and jobs.get(r1, first["job_id"]))
     os.kill(row["supervisor_pid"], signal.SIGTERM)
     done = jobs.wait(r1, [first["job_id"]], timeout=60)["jobs"][0]
     assert done["state"] == "killed" and "SIGTERM" in done["reason"] and tree_of(r1, first["job_id"]) == []
-    wait_for(lambda: not procs.alive(row["supervisor_pid"], row["supervisor_started"]))
+    wait_until(lambda: not procs.alive(row["supervisor_pid"], row["supervisor_started"]))
     assert jobs.get(r1, second["job_id"])["state"] == "queued", "a stopping supervisor starts nothing new"
     assert cli("reap", env={"AGENTKIT_JOBS_MAX_CONCURRENCY": "1"}).code == 0
     assert jobs.wait(r1, [second["job_id"]], timeout=60)["jobs"][0]["state"] == "succeeded"
@@ -484,7 +474,7 @@ def test_the_supervisor_renews_a_claim_for_the_claims_own_lease(r, cli):
         return r.store.rows("SELECT 1 FROM events WHERE kind = 'claim.heartbeat' AND subject = ?",
                             (long["claim_id"],))
 
-    wait_for(beaten)
+    wait_until(beaten)
     renewed = claims.show_task(r, 1)["claim"]["lease_expires_at"] - time.time()
     assert 7100 < renewed <= 7200, "the first beat kept the claim's 2 h"
     jobs.kill(r, [job["job_id"]], grace="0.5s")
@@ -504,7 +494,7 @@ def test_a_killed_spawns_saved_environment_is_deleted_by_reap_and_prune(r, cli, 
     spawner = subprocess.Popen([sys.executable, "-m", "agentkit.cli", "spawn", "--", "true"], cwd=r.root,
                                env={**os.environ, "AGENTKIT_FAILPOINT": "spawn:env-saved", "SECRET": "hunter2"},
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    saved = wait_for(lambda: next((r.paths.agents / "jobs").glob("*.env.json"), None))
+    saved = wait_until(lambda: next((r.paths.agents / "jobs").glob("*.env.json"), None))
     assert stat.S_IMODE(saved.stat().st_mode) == 0o600 and "hunter2" in saved.read_text()
     spawner.kill()
     spawner.wait()

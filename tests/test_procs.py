@@ -14,6 +14,7 @@ import pytest
 
 from agentkit import procs, procs_linux
 from agentkit.errors import AgentkitError, ExitCode
+from tests.conftest import wait_until
 
 BACKENDS = procs.BACKENDS if sys.platform.startswith("linux") else ("portable",)
 
@@ -65,16 +66,6 @@ def sleeping(mark: str) -> dict[str, psutil.Process]:
                 and proc.info["status"] != psutil.STATUS_ZOMBIE:
             found[ROLES[int(cmd[1].rsplit(".", 1)[1]) - 1]] = proc
     return found
-
-
-def wait_until(predicate, timeout=20.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError("timed out waiting")
 
 
 def kill_all(found) -> None:
