@@ -210,7 +210,15 @@ class Config:
         self.sources[key] = source
 
     def show(self) -> list[dict]:
-        return [{"key": k, "value": self.values[k], "source": self.sources[k]} for k in DEFAULTS]
+        """Every key with its value and source; a password in redis.url is shown as *** (this is printed)."""
+        def shown(key: str):
+            if key == "redis.url" and self.values[key]:
+                from agentkit.redis import redacted
+
+                return redacted(self.values[key])
+            return self.values[key]
+
+        return [{"key": k, "value": shown(k), "source": self.sources[k]} for k in DEFAULTS]
 
 
 def load(root: Path, config_file: Path, overrides: dict[str, Any] | None = None) -> Config:

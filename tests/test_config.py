@@ -82,3 +82,13 @@ def test_redis_bind_is_ip_addresses_or_host_names_that_resolve(repo, monkeypatch
             config.load(repo, repo / "none.toml")
         assert refused.value.code == ExitCode.USAGE and "redis.bind" in refused.value.message
         assert says in refused.value.message and "AGENTKIT_REDIS_BIND" in refused.value.hint
+
+
+def test_config_show_never_prints_the_redis_password(repo, cli):
+    env = {"AGENTKIT_REDIS_URL": "redis://:s3cret@db.example:6379/0"}
+    shown = cli("config", "show", "--json", env=env)
+    assert shown.code == 0
+    url = next(c for c in shown.json["config"] if c["key"] == "redis.url")
+    assert url == {"key": "redis.url", "value": "redis://:***@db.example:6379/0", "source": "env AGENTKIT_REDIS_URL"}
+    table = cli("config", "show", env=env)
+    assert "s3cret" not in table.out + table.err and "***" in table.out
