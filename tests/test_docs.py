@@ -1,5 +1,6 @@
 """Docs that match the code: `agentkit install-docs`, and the generated references in docs/."""
 
+import json
 import os
 import re
 import subprocess
@@ -82,3 +83,13 @@ def test_every_command_the_docs_tell_people_to_run_exists_with_its_options():
                     assert f"`{option}`" in sections[path], f"{page}: `{path}` has no option {option}"
             checked += 1
     assert checked > 20
+
+
+def test_install_agent_docs_shares_the_command_line_boundary(repo):
+    """The third console script checks what the other two check: an unknown AGENTKIT_PLUGINS name is exit 2."""
+    script = Path(sys.executable).parent / "install-agent-docs"
+    env = {**os.environ, "AGENTKIT_PLUGINS": "no_such_plugin_anywhere"}
+    done = subprocess.run([str(script), "--json"], cwd=repo, env=env, capture_output=True, text=True)
+    assert done.returncode == 2, done.stderr
+    assert "no_such_plugin_anywhere" in json.loads(done.stdout)["error"]["message"]
+    assert not (repo / "AGENTS.md").exists() and "Traceback" not in done.stderr

@@ -276,4 +276,4 @@ def agent_worktree_main() -> None:
 def install_docs_main() -> None:
     from agentkit.cli import docs
 
-    typer.run(docs.install_docs)
+    _guarded(lambda: typer.run(docs.install_docs))
