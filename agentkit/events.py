@@ -24,3 +24,23 @@ def recent(store, kind: str | None = None, since_id: int = 0, limit: int = 100) 
     for row in rows:
         row["data"] = json.loads(row["data"])
     return rows
+
+
+def last_id(store) -> int:
+    return store.rows("SELECT coalesce(max(id), 0) AS n FROM events")[0]["n"]
+
+
+def follow(store, kind: str | None = None, since_id: int | None = None, every: float = 0.05):
+    """Events as they are appended, oldest first, forever: from after `since_id`, or from now when it is None.
+    Between reads it checks SQLite's data_version, which moves only when another connection commits, so an
+    idle log costs one tiny query per `every` seconds."""
+    since_id = last_id(store) if since_id is None else since_id
+    seen_version = None
+    while True:
+        version = store.rows("PRAGMA data_version")[0]["data_version"]
+        if version != seen_version:
+            seen_version = version
+            while batch := recent(store, kind=kind, since_id=since_id, limit=500):
+                yield from batch
+                since_id = batch[-1]["id"]
+        time.sleep(every)

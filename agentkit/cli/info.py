@@ -48,15 +48,51 @@ def config_show(as_json: bool = JSON_OPT):
 
 
 def events(kind: str = typer.Option(None, help="Only events of this kind (e.g. band.grew)."),
-           since: int = typer.Option(0, help="Only events with an id above this."),
-           limit: int = typer.Option(100, help="At most this many."), as_json: bool = JSON_OPT):
+           since: int = typer.Option(None, help="Only events with an id above this (default: from the first; "
+                                                "with --follow, from now)."),
+           limit: int = typer.Option(100, help="At most this many (not with --follow)."),
+           follow: bool = typer.Option(False, "--follow", "-f",
+                                       help="Keep printing events as they are appended, until interrupted; "
+                                            "with --json one JSON object per line."),
+           as_json: bool = JSON_OPT):
     """The event log: every state change, oldest first."""
     from agentkit import events as events_mod
 
+    if follow:
+        _follow(kind, since, as_json)
+        return
     with handled(as_json):
-        rows = events_mod.recent(open_repo().store, kind=kind, since_id=since, limit=limit)
+        rows = events_mod.recent(open_repo().store, kind=kind, since_id=since or 0, limit=limit)
     render({"schema_version": 1, "events": rows}, as_json,
            lambda d: table([{**e, "data": str(e["data"])} for e in d["events"]], ["id", "kind", "subject", "data"]))
+
+
+def _follow(kind: str | None, since: int | None, as_json: bool) -> None:
+    """One line per event as it comes; Ctrl-C, SIGTERM or a closed pipe (`| head`) end it with exit 0."""
+    import json
+    import os
+    import signal
+    import sys
+
+    from agentkit import events as events_mod
+
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        with handled(as_json):
+            store = open_repo().store
+            if since is not None:
+                events_mod.recent(store, since_id=since)  # the same checks as without --follow
+            for e in events_mod.follow(store, kind=kind, since_id=since):
+                line = (json.dumps({"schema_version": 1, **e}, default=str) if as_json
+                        else f"{e['id']}\t{e['kind']}\t{e['subject'] or ''}\t{json.dumps(e['data'], sort_keys=True)}")
+                try:
+                    sys.stdout.write(line + "\n")
+                    sys.stdout.flush()
+                except BrokenPipeError:  # the reader went away (`| head -3`): done, and nothing more to flush
+                    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+                    return
+    except KeyboardInterrupt:
+        pass
 
 
 def version():
