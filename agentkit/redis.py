@@ -446,11 +446,6 @@ def ensure_running(repo, with_databases: bool = True) -> dict:
     return {"url": _base_url(meta["bind"], meta["port"]), "databases": int(meta["databases"]), "warning": warning}
 
 
-def ensure(repo) -> str:
-    """The base URL of a running Redis, starting the managed one on first need."""
-    return ensure_running(repo, with_databases=False)["url"]
-
-
 def start(repo) -> dict:
     """Start the managed Redis if it is not running (first start: `databases` = redis.databases)."""
     if not is_managed(repo):

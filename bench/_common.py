@@ -66,9 +66,7 @@ def run(cmd: list, cwd: Path, stdin: bytes | None = None) -> subprocess.Complete
 
 def timed(cmd: list, cwd: Path) -> float:
     """Seconds `run(cmd, cwd)` took, by time.perf_counter."""
-    start = time.perf_counter()
-    run(cmd, cwd)
-    return time.perf_counter() - start
+    return timed_run(cmd, cwd)[0]
 
 
 def timed_run(cmd: list, cwd: Path) -> tuple[float, subprocess.CompletedProcess]:
