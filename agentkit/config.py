@@ -35,16 +35,32 @@ DEFAULTS: dict[str, Any] = {
     "jobs.timeout": "",
     "jobs.ttl": "7d",
     "jobs.executor": "local",
+    "run.concurrency": 1,
+    "run.max_concurrency": 16,
+    "run.max_total": 0,
+    "run.testing_ratio": 1,
+    "run.timeout": "60m",
+    "run.init_timeout": "30m",
+    "run.agent": "shell",
+    "run.agent_cmd": "",
+    "run.testing_cmd": "",
+    "run.init_cmd": "",
+    "run.model": "",
+    "run.into": "agentkit/integration",
+    "run.notify_cmd": "",
+    "run.rate_limit_wait": "5m",
 }
 
 MINIMUM = {"capacity.floor": 1, "capacity.step": 1, "redis.databases": 1, "ports.block": 1,
            "worktrees.stale_days": 0, "locks.timeout": 1, "tasks.max_attempts": 1,
-           "jobs.max_concurrency": 1, "jobs.max_queue_depth": 0, "ports.base": 1}
+           "jobs.max_concurrency": 1, "jobs.max_queue_depth": 0, "ports.base": 1,
+           "run.concurrency": 1, "run.max_concurrency": 1, "run.max_total": 0, "run.testing_ratio": 0}
 INT64 = 2**63 - 1
 MAXIMUM = {"ports.base": 65535, "ports.block": 65535,
            "redis.databases": 2**31 - 1,  # Redis's own bound on `databases` (INT_MAX)
-           "locks.timeout": int(durations.MAX_SECONDS)}  # past it the lock's timer overflows
-DURATIONS = ("claims.lease", "jobs.grace", "jobs.timeout", "jobs.ttl")  # parsed by agentkit.durations; "" = none
+           "locks.timeout": int(durations.MAX_SECONDS), "run.testing_ratio": 3}  # past it the lock's timer overflows
+DURATIONS = ("claims.lease", "jobs.grace", "jobs.timeout", "jobs.ttl", "run.timeout", "run.init_timeout",
+             "run.rate_limit_wait")  # parsed by agentkit.durations; "" = none
 
 
 def env_name(key: str) -> str:

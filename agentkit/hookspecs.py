@@ -160,3 +160,43 @@ def register_executors(register):
     itself (the local one does); for any other, a poll that finds a job past ``timeout_s`` kills it and
     records ``timed_out``.
     """
+
+
+@hookspec
+def register_presets(register):
+    """Offer agent presets for `agentkit run --agent NAME`. Called when a run starts (and by `agentkit plugins`).
+
+    Call ``register(name, preset)``; the first registration of a name wins, and plugins are called before the
+    built-ins (``claude``, ``codex``, ``aider``, ``gemini``, ``shell``), so a plugin can replace one. A preset is
+    an object with::
+
+        binary: str | None            # the program that must be on PATH before anything is claimed
+        login_hint: str               # the step that logs the agent in ("run `claude` once and /login")
+        command(kind, values) -> list[str]
+        classify(exit_code, log_tail) -> dict | None
+        usage(log_text) -> dict | None
+
+    - ``command`` builds the argv for ``kind`` ``"coding"``, ``"testing"`` or ``"init"``. ``values`` has
+      ``task_id``, ``task_name``, ``prompt_file``, ``worktree``, ``claim_id``, ``model`` (``""`` when none was
+      given), ``attempt``; ``agentkit.presets.render(template, values)`` splits a template shell-style and fills
+      its ``{placeholders}``. The argv is run as is, never through a shell unless it says ``sh -c``.
+    - ``classify`` reads an agent's exit code and the last 8 KiB of its log. ``None``: the exit code decides
+      (0 passes). ``{"kind": "rate_limited", "until": epoch | None, "message": str}``: the task is paused, not
+      failed (no attempt burned), and no agent of this preset is started before ``until`` (default: 5 minutes
+      on). ``{"kind": "login", "message": str}``: the agent is not logged in; the run stops claiming at once,
+      burning no attempt, and names ``login_hint``.
+    - ``usage`` reads the whole log and may return ``{"input_tokens": int, "output_tokens": int,
+      "cost_usd": float}`` (any subset); it is recorded per agent and summed per task and per run.
+    """
+
+
+@hookspec
+def notify(event: dict, config) -> None:
+    """A state change a person should act on. Called by `agentkit run` for each, in the run's process.
+
+    ``event`` has ``kind`` (``task_dead``, ``run_stalled``, ``rate_limited``, ``login_required``,
+    ``run_finished``), ``ts``, ``run_id``, a one-line ``message``, and the kind's data (``task_id``,
+    ``until``, ``exit_code``, ``counts``…); ``config`` is the run's config. An exception is logged in the
+    run's debug log and otherwise ignored. The built-in runs config ``run.notify_cmd`` (split shell-style)
+    with the event as JSON on stdin.
+    """

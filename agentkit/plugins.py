@@ -17,6 +17,8 @@ DEFAULT_PLUGINS = (
     "agentkit.builtin.scoring",
     "agentkit.builtin.local",
     "agentkit.builtin.worktree_jobs",
+    "agentkit.builtin.presets",
+    "agentkit.builtin.notify",
 )
 
 _manager: pluggy.PluginManager | None = None
