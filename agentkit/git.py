@@ -6,14 +6,14 @@ from pathlib import Path
 from agentkit.errors import AgentkitError
 
 
-def start(args: list[str], cwd: Path) -> subprocess.Popen:
+def start(args: list[str], cwd: Path, env: dict | None = None) -> subprocess.Popen:
     """Start a git command and return at once, so other work overlaps it; `wait` collects it.
 
     git runs in a session of its own: agentkit killed (alone, or with its process group as when its terminal
     goes away) never kills a git midway, which would leave a half checkout or a stale lock file; that git
     finishes on its own (repairs wait for it) and, writing nothing on success, never meets the dead pipe."""
     return subprocess.Popen(["git", *args], cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
+                            start_new_session=True, env=env)
 
 
 def wait(proc: subprocess.Popen, check: bool = True) -> subprocess.CompletedProcess:
@@ -25,8 +25,23 @@ def wait(proc: subprocess.Popen, check: bool = True) -> subprocess.CompletedProc
     return done
 
 
-def run(args: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
-    return wait(start(args, cwd), check)
+def run(args: list[str], cwd: Path, check: bool = True, env: dict | None = None) -> subprocess.CompletedProcess:
+    return wait(start(args, cwd, env), check)
+
+
+_IDENTITY = {"GIT_AUTHOR_NAME": "agentkit", "GIT_AUTHOR_EMAIL": "agentkit@localhost",
+             "GIT_COMMITTER_NAME": "agentkit", "GIT_COMMITTER_EMAIL": "agentkit@localhost"}
+
+
+def identity_env(cwd: Path) -> dict:
+    """The environment for a git that commits: the user's identity when git knows one, else agentkit's, so a
+    commit agentkit makes never fails on a fresh machine."""
+    import os
+
+    env = dict(os.environ)
+    if run(["var", "GIT_COMMITTER_IDENT"], cwd, check=False).returncode != 0:
+        env.update({k: v for k, v in _IDENTITY.items() if k not in env})
+    return env
 
 
 def out(args: list[str], cwd: Path) -> str:

@@ -103,8 +103,11 @@ def _parse_env(pairs: list[str]) -> dict:
 
 def spawn(repo, command: list[str], name: str | None = None, cwd: str | None = None, worktree: str | None = None,
           claim_id: str | None = None, timeout: str | None = None, env: list[str] | None = None,
-          executor: str | None = None) -> dict:
-    """Register a job and start it if a slot is free; past jobs.max_queue_depth, register nothing (exit 8)."""
+          executor: str | None = None, pool: str | None = None, keep_claim: bool = False) -> dict:
+    """Register a job and start it if a slot is free; past jobs.max_queue_depth, register nothing (exit 8).
+
+    A job in a `pool` (see `set_pool`) waits for a slot of that pool instead of jobs.max_concurrency. With
+    `keep_claim` its end leaves its claim as it is, for the spawner to settle (`agentkit run` merges first)."""
     import secrets  # hashlib, hmac, random: 4 ms that read-only commands need not pay
 
     from agentkit import claims, worktrees
@@ -130,7 +133,7 @@ def spawn(repo, command: list[str], name: str | None = None, cwd: str | None = N
     saved = json.dumps({"base": dict(os.environ), "overrides": overrides})
     try:
         job_id = _register(repo, command, name, cwd, worktree, auto, claim_id, timeout_s, grace_s, executor, token,
-                           saved)
+                           saved, pool, keep_claim)
     except BaseException:
         env_file(repo, token).unlink(missing_ok=True)
         raise
@@ -140,24 +143,27 @@ def spawn(repo, command: list[str], name: str | None = None, cwd: str | None = N
     return view(get(repo, job_id))
 
 
-def _register(repo, command, name, cwd, worktree, auto, claim_id, timeout_s, grace_s, executor, token, saved) -> int:
+def _register(repo, command, name, cwd, worktree, auto, claim_id, timeout_s, grace_s, executor, token, saved,
+              pool=None, keep_claim=False) -> int:
     """Insert the job and save its environment in one transaction, so a sweep that holds the write lock
     (`sweep_env_files`) never mistakes a spawn in progress for a killed one."""
     from agentkit.state.files import atomic_write
 
     now = time.time()
     with repo.store.tx() as conn:
-        running = conn.execute("SELECT count(*) FROM jobs WHERE state = 'running'").fetchone()[0]
-        queued = conn.execute("SELECT count(*) FROM jobs WHERE state = 'queued'").fetchone()[0]
-        if running + queued >= repo.config["jobs.max_concurrency"] and queued >= repo.config["jobs.max_queue_depth"]:
+        running = conn.execute("SELECT count(*) FROM jobs WHERE state = 'running' AND pool IS ?", (pool,)).fetchone()[0]
+        queued = conn.execute("SELECT count(*) FROM jobs WHERE state = 'queued' AND pool IS ?", (pool,)).fetchone()[0]
+        if running + queued >= _limit(conn, repo, pool) and queued >= repo.config["jobs.max_queue_depth"]:
             raise AgentkitError(f"queue full: {queued} jobs wait (jobs.max_queue_depth) behind {running} running",
                                 "wait for jobs to finish (`agentkit health`), or raise jobs.max_queue_depth",
                                 ExitCode.QUEUE_FULL)
         cur = conn.execute(
             "INSERT INTO jobs (name, state, command, cwd, worktree, worktree_auto, claim_id, timeout_s, grace_s, "
-            "executor, token, log_path, submitted_at) VALUES (?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?, ?, '', ?)",
+            "executor, token, log_path, submitted_at, pool, keep_claim) "
+            "VALUES (?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?, ?, '', ?, ?, ?)",
             (name or Path(command[0]).name, json.dumps(command), cwd or (None if auto else os.getcwd()),
-             None if auto else worktree, int(auto), claim_id, timeout_s, grace_s, executor, token, now))
+             None if auto else worktree, int(auto), claim_id, timeout_s, grace_s, executor, token, now, pool,
+             int(keep_claim)))
         job_id = cur.lastrowid
         log = jobs_dir(repo) / f"{job_id}.log"
         conn.execute("UPDATE jobs SET log_path = ? WHERE job_id = ?", (str(log), job_id))
@@ -167,13 +173,38 @@ def _register(repo, command, name, cwd, worktree, auto, claim_id, timeout_s, gra
     return job_id
 
 
-def take_next(repo) -> dict | None:
-    """Reserve a slot for the oldest queued job (FIFO), if the concurrency limit allows. One transaction."""
+def set_pool(repo, name: str, max_running: int) -> None:
+    """A pool of jobs with a concurrency limit of its own (jobs.max_concurrency is the limit of jobs outside any)."""
+    if max_running < 1:
+        raise usage(f"a pool's limit must be at least 1, not {max_running}")
     with repo.store.tx() as conn:
-        running = conn.execute("SELECT count(*) FROM jobs WHERE state = 'running'").fetchone()[0]
-        if running >= repo.config["jobs.max_concurrency"]:
-            return None
-        row = conn.execute("SELECT * FROM jobs WHERE state = 'queued' ORDER BY job_id LIMIT 1").fetchone()
+        conn.execute("INSERT INTO job_pools (name, max_running) VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET "
+                     "max_running = excluded.max_running", (name, max_running))
+    dispatch(repo)  # a raised limit frees slots
+
+
+def _limit(conn, repo, pool: str | None) -> int:
+    if pool is not None:
+        row = conn.execute("SELECT max_running FROM job_pools WHERE name = ?", (pool,)).fetchone()
+        if row is not None:
+            return row[0]
+    return repo.config["jobs.max_concurrency"]
+
+
+def take_next(repo) -> dict | None:
+    """Reserve a slot for the oldest queued job (FIFO) whose pool (or jobs.max_concurrency, outside any pool)
+    has one free. One transaction."""
+    with repo.store.tx() as conn:
+        running = dict(conn.execute("SELECT pool, count(*) FROM jobs WHERE state = 'running' GROUP BY pool"))
+        row, full = None, set()
+        for cand in conn.execute("SELECT * FROM jobs WHERE state = 'queued' ORDER BY job_id"):
+            pool = cand["pool"]
+            if pool in full:
+                continue
+            if running.get(pool, 0) < _limit(conn, repo, pool):
+                row = cand
+                break
+            full.add(pool)
         if row is None:
             return None
         conn.execute("UPDATE jobs SET state = 'running', dispatched_at = ? WHERE job_id = ? AND state = 'queued'",
@@ -285,7 +316,7 @@ def _release_resources(repo, job: dict, state: str, exit_code: int | None, reaso
     from agentkit import claims
 
     job_id = job["job_id"]
-    if job["claim_id"]:
+    if job["claim_id"] and not job.get("keep_claim"):
         try:
             claims.release(repo, job["claim_id"], outcome="pass" if state == "succeeded" else "fail",
                            reason=None if state == "succeeded" else f"job {job_id} {state}: {reason or exit_code}")

@@ -122,8 +122,13 @@ def rewrite_env_files(repo, base_url: str) -> list[str]:
 
 
 def _exclude_env_file(repo) -> None:
-    """Keep the env file out of `git status` in every worktree (info/exclude is shared by all of them)."""
-    pattern = "/" + repo.config["worktrees.env_file"]
+    exclude(repo, repo.config["worktrees.env_file"])
+
+
+def exclude(repo, name: str) -> None:
+    """Keep a file agentkit writes into worktrees (the env file, an agent's prompt) out of `git status` in every
+    worktree (info/exclude is shared by all of them)."""
+    pattern = "/" + name
     exclude = repo.paths.git_common_dir / "info" / "exclude"
     text = exclude.read_text() if exclude.exists() else ""
     if pattern not in text.splitlines():
@@ -568,3 +573,27 @@ def cleanup(repo, merged: bool = True, stale_days: int | None = None, dry_run: b
         except AgentkitError as exc:
             skipped.append({"slug": wt["slug"], "reasons": reasons, "skipped_because": exc.message})
     return {"schema_version": SCHEMA_VERSION, "dry_run": dry_run, "removed": removed, "skipped": skipped}
+
+
+def reset(repo, slug: str, base: str) -> dict:
+    """Start a worktree over at `base` (an agent's retry): its branch points there, its checkout is clean.
+    Whatever it held that `base` lacks, commits or uncommitted changes, is kept first at
+    refs/agentkit/saved/<slug>/<ts> (returned as `saved`)."""
+    row = get(repo, slug)
+    path = Path(row["path"])
+    env = git.identity_env(repo.root)
+    saved = None
+    if git.dirty(path):
+        git.run(["add", "-A"], path)
+        git.run(["commit", "--quiet", "--no-verify", "-m", "agentkit: uncommitted work saved before a reset"],
+                path, env=env)
+    tip = git.rev("HEAD", path)
+    if tip and tip != base and not git.is_ancestor(tip, base, path):
+        saved = f"refs/agentkit/saved/{slug}/{time.strftime('%Y%m%dT%H%M%S')}-{tip[:8]}"
+        git.run(["update-ref", saved, tip], path)
+    git.run(["reset", "--quiet", "--hard", base], path)
+    git.run(["clean", "--quiet", "-fd"], path)
+    with repo.store.tx() as conn:
+        conn.execute("UPDATE worktrees SET base_commit = ?, updated_at = ? WHERE slug = ?", (base, time.time(), slug))
+        events.record(conn, "worktree.reset", slug, base=base, saved=saved)
+    return {"slug": slug, "path": str(path), "branch": row["branch"], "base": base, "saved": saved}

@@ -174,7 +174,9 @@ def test_a_claim_from_before_schema_6_renews_for_claims_lease(repo, cli):
     assert hb.code == 0, hb.err
     assert hb.json["lease_s"] is None and 2690 < hb.json["lease_expires_at"] - time.time() <= 2700
     with sqlite3.connect(db) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == 6
+        from agentkit.state.store import SCHEMA_VERSION
+
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
 
 
 def test_release_with_outcomes(repo, cli):

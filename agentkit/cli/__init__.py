@@ -30,6 +30,7 @@ COMMANDS = (
     ("events", "agentkit.cli.info", "events"),
     ("version", "agentkit.cli.info", "version"),
     ("install-docs", "agentkit.cli.docs", "install_docs"),
+    ("run", "agentkit.cli.run", "run"),
 )
 GROUPS = (
     ("worktree", "agentkit.cli.worktree", "app"),

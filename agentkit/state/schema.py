@@ -150,3 +150,47 @@ def m006_claim_lease(db) -> None:
     """The lease a claim was taken with, which a heartbeat without --lease renews it for. NULL (claims made
     before): claims.lease."""
     db.execute("ALTER TABLE claims ADD COLUMN lease_s REAL")
+
+
+@migrations()
+def m007_runs(db) -> None:
+    """Job pools (a concurrency limit of their own, `agentkit run`'s coding and testing agents) and claims a job
+    holds for its spawner to settle; the orchestrator's runs and their agents."""
+    db.execute("ALTER TABLE jobs ADD COLUMN pool TEXT")
+    db.execute("ALTER TABLE jobs ADD COLUMN keep_claim INTEGER NOT NULL DEFAULT 0")
+    db.execute("CREATE TABLE job_pools (name TEXT PRIMARY KEY, max_running INTEGER NOT NULL)")
+    db.execute("""
+        CREATE TABLE runs (
+            run_id INTEGER PRIMARY KEY AUTOINCREMENT,
+            pid INTEGER NOT NULL,
+            pid_started REAL,
+            options TEXT NOT NULL DEFAULT '{}',
+            started_at REAL NOT NULL,
+            ended_at REAL,
+            exit_code INTEGER,
+            summary TEXT
+        )""")
+    db.execute("""
+        CREATE TABLE run_agents (
+            agent_id INTEGER PRIMARY KEY AUTOINCREMENT,
+            run_id INTEGER NOT NULL,
+            name TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            preset TEXT NOT NULL,
+            task_id INTEGER,
+            claim_id TEXT,
+            fence INTEGER,
+            attempt INTEGER,
+            worktree TEXT,
+            branch TEXT,
+            job_id INTEGER,
+            created_at REAL NOT NULL,
+            settled_at REAL,
+            outcome TEXT,
+            note TEXT,
+            input_tokens INTEGER,
+            output_tokens INTEGER,
+            cost_usd REAL
+        )""")
+    db.execute("CREATE INDEX run_agents_open ON run_agents(settled_at, job_id)")
+    db.execute("CREATE INDEX run_agents_task ON run_agents(task_id)")

@@ -1,0 +1,99 @@
+"""The integration branch: passed work merged in, so a dependent task starts on its dependencies' code.
+
+Merges never touch a checkout: `git merge-tree --write-tree` computes the merge, `commit-tree` records it and
+`update-ref` moves the branch only if nobody moved it meanwhile. The user's checked-out branch is never one."""
+
+import subprocess
+from pathlib import Path
+
+from agentkit import events, git
+from agentkit.errors import AgentkitError, usage
+
+DEFAULT = "agentkit/integration"
+NONE = "none"
+
+
+def _checked_out(repo, branch: str) -> str | None:
+    """The worktree (any, the main checkout included) that has `branch` checked out, if one does."""
+    for wt in git.worktrees(repo.root):
+        if wt.get("branch") == branch:
+            return wt["path"]
+    return None
+
+
+def ensure(repo, into: str) -> dict:
+    """The integration branch `into`, created from HEAD on first use; refused when it is checked out anywhere."""
+    if not git.valid_branch_name(into, repo.root):
+        raise usage(f"--into {into!r} is not a valid branch name", f"for example: --into {DEFAULT}, or --into none")
+    where = _checked_out(repo, into)
+    if where is not None:
+        raise usage(f"--into {into}: that branch is checked out in {where}",
+                    "agentkit moves the integration branch itself; pick another (the default is "
+                    f"{DEFAULT}) or check out something else there")
+    created = False
+    head = git.rev(f"refs/heads/{into}", repo.root)
+    if head is None:
+        base = git.rev("HEAD", repo.root)
+        if base is None:
+            raise usage("this repository has no commits yet: HEAD names no commit",
+                        "make a first commit (git commit --allow-empty -m 'first commit')")
+        git.run(["update-ref", f"refs/heads/{into}", base, "0" * 40], repo.root, check=False)
+        head, created = git.rev(f"refs/heads/{into}", repo.root), True
+    return {"branch": into, "head": head, "created": created}
+
+
+def head(repo, into: str) -> str:
+    found = git.rev(f"refs/heads/{into}", repo.root)
+    if found is None:
+        raise AgentkitError(f"the integration branch {into} is gone", f"rerun `agentkit run --into {into}`: it is "
+                            "created again from HEAD")
+    return found
+
+
+def _git(repo, args: list[str], env: dict) -> subprocess.CompletedProcess:
+    return subprocess.run(["git", *args], cwd=repo.root, capture_output=True, text=True, env=env,
+                          start_new_session=True)
+
+
+def merge(repo, into: str, branch: str, message: str) -> dict:
+    """Merge `branch` into the integration branch `into`, under the integration lock.
+
+    Returns ``{"merged": True, "commit", "files"}``; ``{"merged": False, "reason": "nothing to merge"}`` when the
+    branch holds nothing the integration branch lacks; ``{"merged": False, "conflicts": [paths]}`` on a conflict,
+    with nothing changed (the branch is kept as it was)."""
+    env = git.identity_env(repo.root)
+    with repo.lock("integration"):
+        ours = head(repo, into)
+        theirs = git.rev(f"refs/heads/{branch}", repo.root)
+        if theirs is None:
+            raise AgentkitError(f"branch {branch} is gone", "its work cannot be integrated; see `git reflog`")
+        if git.is_ancestor(theirs, ours, repo.root):
+            return {"merged": False, "reason": "nothing to merge", "commit": ours, "files": []}
+        tree = _git(repo, ["merge-tree", "--write-tree", "--name-only", "--no-messages", ours, theirs], env)
+        lines = tree.stdout.splitlines()
+        if tree.returncode == 1:
+            return {"merged": False, "conflicts": sorted({ln for ln in lines[1:] if ln.strip()}), "commit": ours,
+                    "files": []}
+        if tree.returncode != 0 or not lines:
+            raise AgentkitError(f"git merge-tree failed: {tree.stderr.strip() or tree.stdout.strip()}",
+                                "integration needs git 2.38 or newer (`git --version`); or run with --into none")
+        made = _git(repo, ["commit-tree", lines[0], "-p", ours, "-p", theirs, "-m", message], env)
+        if made.returncode != 0:
+            raise AgentkitError(f"git commit-tree failed: {made.stderr.strip()}", "fix the git problem and rerun")
+        commit = made.stdout.strip()
+        moved = _git(repo, ["update-ref", "-m", message, f"refs/heads/{into}", commit, ours], env)
+        if moved.returncode != 0:
+            raise AgentkitError(f"could not move {into}: {moved.stderr.strip()}",
+                                "something else moved the integration branch; rerun to merge again")
+        files = _git(repo, ["diff", "--name-only", ours, commit], env).stdout.split()
+    with repo.store.tx() as conn:
+        events.record(conn, "integration.merged", into, branch=branch, commit=commit, files=files[:50])
+    return {"merged": True, "commit": commit, "files": files}
+
+
+def log(repo, into: str, limit: int = 50) -> list[dict]:
+    """What the integration branch has taken in (its merge commits, newest first)."""
+    fmt = "%H%x00%s"
+    out = git.run(["log", "--first-parent", f"-n{limit}", f"--format={fmt}", f"refs/heads/{into}"],
+                  Path(repo.root), check=False).stdout
+    return [dict(zip(("commit", "subject"), line.split("\0"), strict=False)) for line in out.splitlines() if line]
