@@ -262,7 +262,7 @@ def release(repo, claim_id: str, outcome: str | None = None, reason: str | None 
             if outcome == "pass":
                 tasks.mark_verified(conn, task_id)
             elif outcome == "fail":
-                tasks.regressed(conn, task_id, reason or f"regression found by {c['agent']}")
+                extra = tasks.regressed(repo, conn, task_id, reason or f"regression found by {c['agent']}")
             events.record(conn, "claim.released", claim_id, task_id=task_id, outcome=outcome, kind="regression")
         elif outcome is None:
             _end_work_claims(conn, task_id, None)

@@ -58,15 +58,15 @@ def _git(repo, args: list[str], env: dict) -> subprocess.CompletedProcess:
 def merge(repo, into: str, branch: str, message: str) -> dict:
     """Merge `branch` into the integration branch `into`, under the integration lock.
 
-    Returns ``{"merged": True, "commit", "files"}``; ``{"merged": False, "reason": "nothing to merge"}`` when the
-    branch holds nothing the integration branch lacks; ``{"merged": False, "conflicts": [paths]}`` on a conflict,
+    Returns ``{"merged": True, "commit", "files"}``; ``{"merged": False, "reason": …}`` when the branch holds
+    nothing the integration branch lacks, or is gone; ``{"merged": False, "conflicts": [paths]}`` on a conflict,
     with nothing changed (the branch is kept as it was)."""
     env = git.identity_env(repo.root)
     with repo.lock("integration"):
         ours = head(repo, into)
         theirs = git.rev(f"refs/heads/{branch}", repo.root)
-        if theirs is None:
-            raise AgentkitError(f"branch {branch} is gone", "its work cannot be integrated; see `git reflog`")
+        if theirs is None:  # removed with its worktree: it held no commits (or was settled before a crash)
+            return {"merged": False, "reason": f"branch {branch} is gone", "commit": ours, "files": []}
         if git.is_ancestor(theirs, ours, repo.root):
             return {"merged": False, "reason": "nothing to merge", "commit": ours, "files": []}
         tree = _git(repo, ["merge-tree", "--write-tree", "--name-only", "--no-messages", ours, theirs], env)

@@ -94,6 +94,10 @@ class Run:
         self.log = logging.getLogger(f"agentkit.run.{os.getpid()}.{id(self)}")
         self.log_path: Path | None = None
 
+    def request_stop(self) -> None:
+        """Stop claiming; the loop then kills the agents and releases their claims (safe in a signal handler)."""
+        self.stop_requested = True
+
     # ---- set up -------------------------------------------------------------------------------------------
 
     def _preset(self):

@@ -79,6 +79,7 @@ def put_back(conn, task_id: int, status: str, reason: str | None = None) -> None
     table.set_status(conn, task_id, status, reason or keep, claim_id=None)
 
 
-def regressed(conn, task_id: int, reason: str) -> None:
-    """A passing task failed its re-verification: back to work as failing."""
-    table.set_status(conn, task_id, "failing", reason)
+def regressed(repo, conn, task_id: int, reason: str) -> dict:
+    """A passing task failed its re-verification: back to work as failing, as one failed attempt, so a task that
+    keeps regressing ends dead (its dependents blocked) instead of going round for ever."""
+    return record_failure(repo, conn, table.get(conn, task_id), reason, "regression")
