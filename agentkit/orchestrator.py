@@ -130,8 +130,26 @@ class Run:
         self.log.setLevel(logging.INFO)
         self.log.propagate = False
 
+    def _hold_run_lock(self) -> None:
+        """One run per repository: a second would adopt the first one's agents. The kernel drops the lock when
+        the run dies, however it dies."""
+        from contextlib import ExitStack
+
+        from agentkit.errors import StateError
+        from agentkit.state.locks import named_lock
+
+        self._hold = ExitStack()
+        try:
+            self._hold.enter_context(named_lock(self.repo.paths.agents, "run", timeout=0.2))
+        except StateError as exc:
+            held = exc.message.rpartition("(held by pid ")[2].rstrip(")") if "held by pid" in exc.message else "?"
+            raise AgentkitError(f"another `agentkit run` (pid {held}) is running in this repository",
+                                "wait for it to end, or stop it (Ctrl-C, or kill it): a new `agentkit run` then "
+                                "adopts its agents", ExitCode.LOCK_TIMEOUT) from None
+
     def _setup(self) -> None:
         repo, opts = self.repo, self.opts
+        self._hold_run_lock()
         if opts.max_attempts is not None:
             repo.config.set("tasks.max_attempts", opts.max_attempts, "--max-attempts")
         self.testing_on = not opts.yolo and opts.testing_ratio > 0
@@ -167,6 +185,11 @@ class Run:
     def _adopt(self) -> None:
         """Agents an earlier run left: running ones are ours now, ended ones are settled, never-started ones
         give their claim back (no attempt burned)."""
+        orphans = self.repo.store.rows(
+            "SELECT claim_id FROM claims WHERE state = 'active' AND agent LIKE 'run%/%' AND claim_id NOT IN "
+            "(SELECT claim_id FROM run_agents WHERE claim_id IS NOT NULL)")
+        for claim in orphans:  # claimed by a run that died before it recorded the agent
+            self._give_back(claim, "its run died before starting its agent")
         for row in self.repo.store.rows("SELECT * FROM run_agents WHERE settled_at IS NULL ORDER BY agent_id"):
             if row["job_id"] is None:
                 self._give_back(row, "its run died before starting it")
@@ -603,6 +626,16 @@ class Run:
                       self.testing_credits, json.dumps(self.paused_until))
 
     def execute(self) -> dict:
+        try:
+            return self._execute()
+        finally:
+            if hasattr(self, "_hold"):
+                self._hold.close()
+            for handler in list(self.log.handlers):
+                handler.close()
+                self.log.removeHandler(handler)
+
+    def _execute(self) -> dict:
         self._setup()
         if tasks.status(self.repo)["total"] == 0 and not self.agents and (self.opts.init_cmd or self.opts.spec):
             if not self._has_init():
@@ -616,9 +649,12 @@ class Run:
             if self.stop_requested:
                 break
             if not any(a["kind"] == "init" for a in self.agents.values()):  # nothing is claimed before it ends
+                before = self._active("coding")
                 started = self._fill_safely()
                 if started:
-                    self.log.info("spawn batch: %s started, %s agents active", started, len(self.agents))
+                    self.log.info("spawn batch: %s started (%s free coding places before, %s ready after); "
+                                  "%s agents active", started, 2 * self.opts.concurrency - before,
+                                  tasks.status(self.repo)["ready"], len(self.agents))
             if not self.agents:
                 if self._paused() and not self.login and tasks.status(self.repo)["ready"]:
                     self._wait(min(self.paused_until[self.opts.agent] - time.time(), 60))
@@ -714,9 +750,6 @@ class Run:
         kind = "run_stalled" if code == ExitCode.NOTHING_READY else "run_finished"
         self._notify(kind, f"run {self.run_id}: {why}", exit_code=code, counts=counts, stuck=stuck)
         self.log.info("finished: %s", json.dumps(summary))
-        for handler in list(self.log.handlers):
-            handler.close()
-            self.log.removeHandler(handler)
         return summary
 
 

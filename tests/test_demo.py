@@ -14,7 +14,9 @@ def test_demo_walks_through_every_feature_and_leaves_nothing_running(tmp_path):
     assert "keys left in DB 1: 0" in out
     assert "worktrees: 0, band: 20 slots" in out
     assert re.search(r"refused: dependency cycle refused: \d+ → \d+ → \d+ → \d+", out)
-    assert "tasks: passing 3, blocked 1, dead 1" in out
+    assert re.search(r"run \d+: every task passing \(passing 12\) in [\d.]+s, exit 0", out)
+    assert "task  4 checkout api   → failing (job" in out and "task  4 checkout api   → passing" in out
+    assert "integrated 12 tasks into agentkit/integration" in out and "testing agent re-verifies task" in out
     assert re.search(r"job \d+: timed_out, exit status 124, processes left: 0", out)
     assert "Traceback" not in res.err
     status = ak("redis", "status", "--json", cwd=folder / "shop")

@@ -41,22 +41,31 @@ def _sample_repo(folder: Path) -> Path:
 
 TASKS = """
 - {id: 1, name: db schema, priority: 10}
-- {id: 2, name: cart api, depends_on: [db schema]}
-- {id: 3, name: checkout api, depends_on: [db schema]}
-- {id: 4, name: checkout page, depends_on: [cart api, checkout api]}
-- {id: 5, name: docs, priority: 2000}
+- {id: 2, name: models, depends_on: [db schema]}
+- {id: 3, name: cart api, depends_on: [models]}
+- {id: 4, name: checkout api, depends_on: [models]}
+- {id: 5, name: payments, depends_on: [models]}
+- {id: 6, name: cart page, depends_on: [cart api]}
+- {id: 7, name: checkout page, depends_on: [cart api, checkout api]}
+- {id: 8, name: payment page, depends_on: [payments]}
+- {id: 9, name: order emails, depends_on: [checkout api]}
+- {id: 10, name: admin, depends_on: [models]}
+- {id: 11, name: docs, priority: 2000}
+- {id: 12, name: e2e tests, depends_on: [cart page, checkout page, payment page]}
 """
 
-# A stand-in coding agent: it commits a file in its worktree; the checkout api agent fails its tests.
+# A stand-in coding agent ($1 task id, $2 attempt, $3 name): it builds on what its dependencies committed, adds a
+# file and commits it; the checkout api's first attempt fails its tests.
 AGENT = (
-    'echo "agent on $AGENTKIT_SLUG (redis db $REDIS_DB, port $PORT)"; '
-    'case "$AGENTKIT_SLUG" in *checkout-api*) echo "tests failed"; exit 1;; esac; '
-    'echo done > "work-$AGENTKIT_SLUG.txt" && git add . && git commit -qm "agent work" && echo committed'
+    'echo "agent: task $1 ($3), attempt $2, in $AGENTKIT_SLUG, redis db $REDIS_DB, port $PORT"; sleep 0.3; '
+    'if [ "$1" = 4 ] && [ "$2" = 1 ]; then echo "tests failed"; exit 1; fi; '
+    'mkdir -p features && echo "$3" > "features/task-$1.txt" && git add -A && git commit -qm "task $1: $3"'
 )
+TESTER = 'echo "re-checking task $1"; sleep 0.2; ls features >/dev/null'
 
 
-def _tasks_and_jobs(repo) -> None:
-    from agentkit import claims, jobs, tasks, worktrees
+def _orchestrate(repo) -> None:
+    from agentkit import integration, orchestrator, tasks
     from agentkit.errors import AgentkitError
 
     _step("A task graph: dependencies, no cycles, a scored ready set")
@@ -64,51 +73,46 @@ def _tasks_and_jobs(repo) -> None:
     path.write_text(TASKS)
     tasks.import_file(repo, path)
     try:
-        tasks.dep_add(repo, 1, 4)
+        tasks.dep_add(repo, 1, 12)
     except AgentkitError as exc:
         print(f"  refused: {exc.message}")
     for t in tasks.ready(repo):
         print(f"  ready: {t['id']} {t['name']:<12} score {t['score']} {t['score_parts']}")
 
-    _step("Agents claim tasks atomically and run as supervised jobs (2 at a time here)")
-    os.environ["AGENTKIT_JOBS_MAX_CONCURRENCY"] = "2"
-    repo.config.set("jobs.max_concurrency", 2, "demo")
-    spawned: list[int] = []
-    while True:  # the loop `agentkit run` will automate: claim → worktree → spawn, until nothing can progress
-        while True:
-            try:
-                claim = claims.claim(repo, agent=f"agent-{len(spawned) + 1}", lease="10m")
-            except AgentkitError:
-                break
-            try:
-                wt = worktrees.new(repo, claim["worktree"])
-            except AgentkitError:  # a retry of a failed task reuses its worktree
-                wt = worktrees.up(repo, claim["worktree"])
-            job = jobs.spawn(repo, ["sh", "-c", AGENT], worktree=wt["slug"], claim_id=claim["claim_id"],
-                             timeout="1m", env=[f"{k}={v}" for k, v in GIT_IDENTITY.items()])
-            spawned.append(job["job_id"])
-            print(f"  {claim['agent']} claimed task {claim['task_id']} ({claim['task']['name']}), "
-                  f"fence {claim['fence']} → job {job['job_id']} {job['state']} in {wt['slug']}")
-        active = [j for j in spawned if jobs.get(repo, j)["state"] in ("queued", "running")]
-        if not active:
-            break
-        jobs.wait(repo, active, any_=True, timeout=60)
-    for job in jobs.list_jobs(repo):
-        print(f"  job {job['job_id']}: {job['state']:<9} exit {job['exit_status']}  {job['worktree']}")
-    st = claims.task_status(repo)
-    print("  tasks: " + ", ".join(f"{k} {v}" for k, v in st["counts"].items() if v))
-    if st.get("diagnosis"):
-        print("  nothing ready, because:\n    " + tasks.describe_stuck(st["diagnosis"]).replace("\n  ", "\n    "))
+    _step("`agentkit run -c 3`: coding agents in their own worktrees, testing agents after each pass, every pass "
+          "merged into agentkit/integration")
+    os.environ.update(GIT_IDENTITY)
+    opts = orchestrator.options(repo, concurrency=3, testing_ratio=1, agent_cmd=f"sh -c '{AGENT}' agent {{task_id}} "
+                                f"{{attempt}} {{task_name}}", testing_cmd=f"sh -c '{TESTER}' tester {{task_id}}")
+
+    def show(event: dict) -> None:
+        d = event["data"]
+        if event["kind"] == "feature_update" and d["status"] != "in_progress":
+            print(f"  task {event['subject']:>2} {d['name']:<14} → {d['status']}"
+                  + (f" ({d['reason']})" if d.get("reason") else ""))
+        elif event["kind"] == "agent_update" and d.get("state") == "working" and d["kind"] == "testing":
+            print(f"  testing agent re-verifies task {d['task_id']}")
+
+    started = time.perf_counter()
+    summary = orchestrator.run(repo, opts, on_event=show)
+    counts = ", ".join(f"{k} {v}" for k, v in summary["counts"].items() if v)
+    print(f"  run {summary['run_id']}: {summary['result']} ({counts}) in {time.perf_counter() - started:.1f}s, "
+          f"exit {summary['exit_code']}")
+    print(f"  integrated {len(summary['integrated'])} tasks into {summary['into']}:")
+    for entry in integration.log(repo, summary["into"], limit=4):
+        print(f"    {entry['commit'][:8]} {entry['subject']}")
+    print(f"  take it with `{summary['take_it']}`; debug log {Path(summary['debug_log']).name}")
+    return summary
+
+
+def _hung_agent(repo) -> None:
+    from agentkit import jobs, procs
 
     _step("A hung agent with background children: the timeout kills its whole tree")
     job = jobs.spawn(repo, ["sh", "-c", "sleep 1000 & setsid sleep 1000 & sleep 1000"], timeout="1s")
     done = jobs.wait(repo, [job["job_id"]], timeout=60)["jobs"][0]
-    from agentkit import procs
-
     print(f"  job {job['job_id']}: {done['state']}, exit status {done['exit_status']}, "
           f"processes left: {len(procs.with_token(jobs.get(repo, job['job_id'])['token']))}")
-    h = jobs.health(repo)
-    print(f"  health: active {h['active']}, queued {h['queued']}, capacity {h['capacity']}")
 
 
 def run(directory: Path | None, agents: int, keep: bool) -> None:
@@ -169,10 +173,13 @@ def run(directory: Path | None, agents: int, keep: bool) -> None:
                 kinds[event["kind"]] = kinds.get(event["kind"], 0) + 1
             print("  event log: " + ", ".join(f"{k}×{n}" for k, n in sorted(kinds.items())))
 
-            _tasks_and_jobs(repo)
+            _orchestrate(repo)
+            _hung_agent(repo)
 
-            _step("Next: `agentkit worktree new feat-x --json`, `agentkit claim --agent me`, "
-                  "`agentkit spawn --worktree auto -- your-agent`, `agentkit snapshot --json`")
+            where = "" if keep or directory else " (this sample goes away now: rerun with --keep to look around)"
+            _step(f"Where to look{where}: `agentkit -C {root} events --kind feature_update`, `agentkit -C {root} "
+                  f"snapshot --json`, `git -C {root} log --oneline agentkit/integration`. Your own agents: "
+                  "`agentkit run -c 4 --agent claude`")
             if not keep:
                 redis.stop(repo)
         finally:
