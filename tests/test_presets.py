@@ -2,8 +2,10 @@
 
 import json
 import os
+import re
 import time
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 
@@ -372,3 +374,22 @@ def test_aider_usage_sums_messages_and_takes_the_session_cost():
     assert preset("aider").usage(out) == {"input_tokens": 1200 + 12000 + 8200, "output_tokens": 1800, "cost_usd": 0.07}
     assert preset("aider").usage("Tokens: 812 sent, 95 received.\n") == {"input_tokens": 812, "output_tokens": 95}
     assert preset("aider").usage(AIDER_NO_KEY) is None
+
+
+# --- the plugin example in docs/presets.md -----------------------------------------------------------------------
+
+def test_the_docs_preset_plugin_example_registers_and_reads(tmp_path, monkeypatch):
+    docs = (Path(__file__).resolve().parents[1] / "docs" / "presets.md").read_text()
+    source = re.search(r"```python\n(# my_agent_preset\.py\n.*?)```", docs, re.S).group(1)
+    (tmp_path / "my_agent_preset.py").write_text(source)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("AGENTKIT_PLUGINS", "my_agent_preset")
+    plugins.reset()
+    mine = preset("my-agent")
+    assert mine.binary == "my-agent" and mine.login_hint == "run `my-agent auth`"
+    assert mine.command("coding", VALUES) == ["my-agent", "run", "--task-file", PROMPT, "--attempt", "1"]
+    assert mine.command("init", VALUES) == ["my-agent", "plan", "--spec", PROMPT]
+    assert mine.classify(3, "error: throttled for 90s")["until"] >= time.time() + 89
+    assert mine.classify(1, "not authenticated")["kind"] == "login"
+    assert mine.usage("tokens in=10 out=2") == {"input_tokens": 10, "output_tokens": 2}
+    assert preset("claude").binary == "claude", "the built-ins are still there"
