@@ -171,9 +171,6 @@ class Agent(Template):
             return {"kind": "login", "message": f"{self.binary} exited {exit_code}: not authenticated"}
         return None
 
-    def usage(self, log_text: str) -> dict | None:
-        return None
-
 
 class Claude(Agent):
     def usage(self, log_text):
