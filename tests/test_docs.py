@@ -69,7 +69,7 @@ def test_every_command_the_docs_tell_people_to_run_exists_with_its_options():
     """A recovery step that names a command or an option agentkit does not have is worse than none."""
     sections = _reference_sections()
     checked = 0
-    for page in ("troubleshooting.md", "exit-codes.md"):
+    for page in ("troubleshooting.md", "exit-codes.md", "orchestrator.md", "events.md"):
         text = (DOCS / page).read_text()
         blocks = re.findall(r"^```[a-z]*\n(.*?)^```", text, flags=re.M | re.S)
         commands = [ln.removeprefix("$ ") for b in blocks for ln in b.splitlines()]  # commands, not their output
