@@ -8,7 +8,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from agentkit import claims, durations, events, integration, jobs, presets, prompts, tasks, worktrees
+from agentkit import claims, durations, events, git, integration, jobs, presets, prompts, tasks, worktrees
 from agentkit.errors import AgentkitError, ExitCode, usage
 
 SCHEMA_VERSION = 1
@@ -276,10 +276,12 @@ class Run:
         if row is None or not Path(row["path"]).is_dir():
             if row is not None:
                 worktrees.remove(self.repo, slug, force=True)
-            row = worktrees.new(self.repo, slug, base=base)
+            made = worktrees.new(self.repo, slug, base=base)
             self._capacity_update()
-        if worktrees.has_new_commits(self.repo, {**row, "base_commit": base}) or row.get("base_commit") != base:
-            worktrees.reset(self.repo, slug, base)
+            if git.rev(f"refs/heads/{made['branch']}", self.repo.root) == base:
+                return {**made, "base": base}
+        # a retry, or a branch kept from an earlier attempt: started over at the base, its work saved first
+        worktrees.reset(self.repo, slug, base)
         return {**worktrees.get(self.repo, slug), "base": base}
 
     def _capacity_update(self) -> None:
