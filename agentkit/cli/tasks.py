@@ -45,12 +45,16 @@ def add(name: str, priority: int = typer.Option(1000, help="Lower goes sooner; a
 
 @app.command("import")
 def import_cmd(file: Path, as_json: bool = JSON_OPT):
-    """Add every task in a JSON or YAML file (all or nothing; every problem is listed)."""
+    """Add every task in a JSON or YAML file, or an autocoder features.db (all or nothing; every problem is
+    listed)."""
     from agentkit import tasks
 
     with handled(as_json):
         data = tasks.import_file(open_repo(), file)
     say(f"imported {data['imported']} tasks")
+    if data["renumbered"]:
+        moved = ", ".join(f"feature {a} → task {b}" for a, b in data["renumbered"].items())
+        say(f"ids already taken here, so new ones: {moved}")
     render(data, as_json, lambda d: print(" ".join(map(str, d["ids"]))))
 
 

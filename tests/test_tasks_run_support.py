@@ -1,0 +1,151 @@
+"""What `agentkit run` needs from the task commands: importing an autocoder features.db, `task show` naming what a
+task waits on, and an agent reporting its own outcome from its environment (AGENTKIT_TASK_ID, AGENTKIT_FENCE)."""
+
+import json
+import sqlite3
+from pathlib import Path
+
+from agentkit.errors import ExitCode
+
+# autocoder's features table as its SQLAlchemy model creates it (JSON columns are TEXT; booleans 0/1)
+FEATURES = ("CREATE TABLE features (id INTEGER NOT NULL PRIMARY KEY, priority INTEGER NOT NULL, "
+            "category VARCHAR(100) NOT NULL, name VARCHAR(255) NOT NULL, description TEXT NOT NULL, "
+            "steps JSON NOT NULL, passes BOOLEAN, in_progress BOOLEAN{deps})")
+
+
+def features_db(path: Path, rows: list[tuple], dependencies: bool = True, wal: bool = False) -> Path:
+    """A features.db with `rows` (id, priority, category, name, description, steps, passes, in_progress[, deps]);
+    steps and deps given as Python values are stored as JSON text, strings as they are."""
+    conn = sqlite3.connect(path)
+    if wal:
+        conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute(FEATURES.format(deps=", dependencies JSON" if dependencies else ""))
+    conn.execute("CREATE INDEX ix_features_priority ON features (priority)")
+    for row in rows:
+        row = [json.dumps(v) if isinstance(v, (list, dict)) else v for v in row]
+        conn.execute(f"INSERT INTO features VALUES ({', '.join('?' * len(row))})", row)
+    conn.commit()
+    conn.close()
+    return path
+
+
+def tasks_of(cli) -> dict[int, dict]:
+    return {t["id"]: t for t in cli("task", "list", "--json").json["tasks"]}
+
+
+def edges_of(cli) -> list[list[int]]:
+    return cli("task", "graph", "--json").json["edges"]
+
+
+def no_traceback(res) -> None:
+    assert "Traceback" not in res.err and "Traceback" not in res.out, res.err
+
+
+# ---- task import of an autocoder features.db ------------------------------------------------------------
+
+PROJECT = [
+    (1, 1, "backend", "db schema", "tables for orders", ["write migration", "run it"], 1, 0, None),
+    (2, 2, "backend", "api", "REST endpoints", ["handler", "test"], 0, 1, [1]),  # in_progress: ignored
+    (3, 3, "frontend", "ui", "order form", [], 0, 0, "null"),  # SQLAlchemy's JSON writes None as 'null'
+    (7, 4, "frontend", "e2e", "browser tests", ["playwright"], 0, 0, [2, 3]),
+]
+
+
+def test_a_features_db_is_imported_with_its_ids_status_and_dependencies(repo, cli, tmp_path):
+    db = features_db(tmp_path / "features.db", PROJECT)
+    res = cli("task", "import", str(db), "--json")
+    assert res.code == 0, res.err
+    assert res.json == {"schema_version": 1, "imported": 4, "ids": [1, 2, 3, 7], "renumbered": {}}
+    got = tasks_of(cli)
+    assert {i: t["status"] for i, t in got.items()} == {1: "passing", 2: "pending", 3: "pending", 7: "pending"}
+    api = cli("task", "show", "2", "--json").json
+    assert (api["name"], api["priority"], api["category"], api["description"], api["steps"]) == (
+        "api", 2, "backend", "REST endpoints", ["handler", "test"])
+    assert api["meta"] == {"autocoder_id": 2} and api["claim"] is None and api["depends_on"] == [1]
+    assert sorted(edges_of(cli)) == [[2, 1], [7, 2], [7, 3]]
+    assert [t["id"] for t in cli("task", "ready", "--json").json["tasks"]] == [2, 3], "schema passes already"
+    assert cli("claim", "--agent", "a", "--json").json["task_id"] == 2, "in_progress in autocoder claims nothing here"
+
+
+def test_taken_ids_get_new_ones_and_dependencies_follow_them(repo, cli, tmp_path):
+    for name in ("mine-1", "mine-2"):
+        cli("task", "add", name)
+    db = features_db(tmp_path / "features.db", PROJECT)
+    res = cli("task", "import", str(db), "--json")
+    assert res.code == 0, res.err
+    assert res.json["ids"] == [4, 5, 3, 7] and res.json["renumbered"] == {"1": 4, "2": 5}, "past the ids in use"
+    assert "new ones: feature 1 → task 4, feature 2 → task 5" in res.err
+    got = tasks_of(cli)
+    assert (got[4]["name"], got[4]["meta"], got[5]["name"]) == ("db schema", {"autocoder_id": 1}, "api")
+    assert (got[1]["name"], got[2]["name"]) == ("mine-1", "mine-2"), "existing tasks untouched"
+    assert sorted(edges_of(cli)) == [[5, 4], [7, 3], [7, 5]], "deps name autocoder ids, mapped to the new ones"
+
+
+def test_an_older_db_without_the_dependencies_column(repo, cli, tmp_path):
+    rows = [(1, 10, "core", "init", "set up", ["git init"], 0, 0), (2, 20, "core", "cli", "", [], 1, 0)]
+    db = features_db(tmp_path / "old.db", rows, dependencies=False)
+    res = cli("task", "import", str(db), "--json")
+    assert res.code == 0, res.err
+    assert res.json["ids"] == [1, 2] and edges_of(cli) == []
+    assert {i: t["status"] for i, t in tasks_of(cli).items()} == {1: "pending", 2: "passing"}
+
+
+def test_detected_by_its_header_not_its_name(repo, cli, tmp_path):
+    db = features_db(tmp_path / "tasks.json", PROJECT[:1], wal=True)
+    before = sorted(p.name for p in tmp_path.iterdir())
+    res = cli("task", "import", str(db), "--json")
+    assert res.code == 0 and res.json["ids"] == [1], res.err
+    assert sorted(p.name for p in tmp_path.iterdir()) == before, "reading leaves no -wal/-shm files behind"
+    (tmp_path / "features.db").write_text(json.dumps([{"name": "from json"}]))
+    res = cli("task", "import", str(tmp_path / "features.db"), "--json")
+    assert res.code == 0 and tasks_of(cli)[res.json["ids"][0]]["name"] == "from json"
+
+
+def _refused(cli, path: Path, *expected: str) -> None:
+    before = cli("task", "list", "--json").json
+    res = cli("task", "import", str(path), "--json")
+    assert res.code == ExitCode.USAGE, (res.code, res.err)
+    no_traceback(res)
+    for text in expected:
+        assert text in res.json["error"]["message"], res.json["error"]["message"]
+    assert text in res.err
+    assert cli("task", "list", "--json").json == before, "nothing imported"
+
+
+def test_a_features_db_with_bad_rows_is_refused_with_every_problem(repo, cli, tmp_path):
+    rows = [(1, 1, "c", "a", "", "[not json", 0, 0, None),
+            (2, 1, "c", "b", "", [], 0, 0, "{oops"),
+            (3, 1, "c", "c", "", [], 0, 0, ["x"]),
+            (4, 1, "c", "d", "", [], 0, 0, [99]),
+            (5, 1, "c", "e", "", [], 0, 0, [5]),
+            (6, 1, "c", "f", "", {"a": 1}, 0, 0, None)]
+    _refused(cli, features_db(tmp_path / "features.db", rows), "6 problem(s), nothing imported",
+             "feature 1 ('a'): steps is not valid JSON", "feature 2 ('b'): dependencies is not valid JSON",
+             "feature 3 ('c'): dependencies must be a JSON list of feature ids", "feature 4 ('d'): depends on unknown "
+             "feature id 99", "feature 5 ('e'): depends on itself", "feature 6 ('f'): steps must be a list")
+
+
+def test_a_cycle_among_features_is_refused(repo, cli, tmp_path):
+    rows = [(1, 1, "c", "a", "", [], 0, 0, [3]), (2, 1, "c", "b", "", [], 0, 0, [1]),
+            (3, 1, "c", "c", "", [], 0, 0, [2])]
+    _refused(cli, features_db(tmp_path / "features.db", rows), "dependency cycle refused: 1 → 3 → 2 → 1")
+
+
+def test_sqlite_files_that_are_not_a_features_db(repo, cli, tmp_path):
+    other = tmp_path / "other.db"
+    conn = sqlite3.connect(other)
+    conn.execute("CREATE TABLE todo (id INTEGER PRIMARY KEY, title TEXT)")
+    conn.commit()
+    conn.close()
+    _refused(cli, other, "SQLite database without a features table")
+    conn = sqlite3.connect(tmp_path / "noname.db")
+    conn.execute("CREATE TABLE features (id INTEGER PRIMARY KEY, title TEXT)")
+    conn.commit()
+    conn.close()
+    _refused(cli, tmp_path / "noname.db", "its features table has no name column")
+    torn = tmp_path / "torn.db"
+    torn.write_bytes(features_db(tmp_path / "whole.db", PROJECT).read_bytes()[:100] + b"\0" * 10)
+    _refused(cli, torn, "cannot read", "as an autocoder features.db")
+    header_only = tmp_path / "header.db"
+    header_only.write_bytes(b"SQLite format 3\x00" + b"\xff" * 200)
+    _refused(cli, header_only, "header.db")
