@@ -5,7 +5,9 @@ import json
 import sqlite3
 from pathlib import Path
 
+from agentkit import tasks
 from agentkit.errors import ExitCode
+from agentkit.repo import Repo
 
 # autocoder's features table as its SQLAlchemy model creates it (JSON columns are TEXT; booleans 0/1)
 FEATURES = ("CREATE TABLE features (id INTEGER NOT NULL PRIMARY KEY, priority INTEGER NOT NULL, "
@@ -149,3 +151,50 @@ def test_sqlite_files_that_are_not_a_features_db(repo, cli, tmp_path):
     header_only = tmp_path / "header.db"
     header_only.write_bytes(b"SQLite format 3\x00" + b"\xff" * 200)
     _refused(cli, header_only, "header.db")
+
+
+# ---- task show: what a task waits on --------------------------------------------------------------------
+
+def test_task_show_names_what_a_task_waits_on(repo, cli):
+    for name in ("schema", "api", "ui", "flaky"):
+        cli("task", "add", name)
+    cli("task", "add", "e2e", "--dep", "1", "--dep", "2", "--dep", "3", "--dep", "4")
+    cli("task", "pass", "1")
+    cli("task", "fail", "2", "--reason", "tests red")
+    cli("claim", "3", "--agent", "bob")
+    for _ in range(3):
+        cli("task", "fail", "4")
+    conn = sqlite3.connect(repo / ".agents" / "agentkit.db")  # an edge to a task that is gone (edited by hand)
+    conn.execute("INSERT INTO task_deps (task_id, dep_id) VALUES (5, 12)")
+    conn.commit()
+    conn.close()
+    shown = cli("task", "show", "5", "--json").json
+    assert shown["status"] == "blocked" and shown["depends_on"] == [1, 2, 3, 4, 12]
+    assert shown["waits_on"] == [{"id": 2, "name": "api", "status": "failing"},
+                                 {"id": 3, "name": "ui", "status": "in_progress"},
+                                 {"id": 4, "name": "flaky", "status": "dead"},
+                                 {"id": 12, "name": None, "status": "missing"}]
+    human = cli("task", "show", "5").out
+    assert "waits_on     2 (failing: 'api'), 3 (in_progress: 'ui'), 4 (dead: 'flaky'), 12 (missing)\n" in human
+    assert "blocked by dead task 4 (flaky)" in human
+    held = cli("task", "show", "3")
+    assert "claim        bob (fence 1) until " in held.out and "waits_on     \n" in held.out
+    r = Repo(repo)  # failing task 2 is ready, so `task status` has no diagnosis to show: ask the core
+    try:
+        diag = {d["id"]: d for d in tasks.diagnose(r.store.conn)}
+    finally:
+        r.close()
+    assert diag[5]["unmet"] == shown["waits_on"][:2], "task status and task show read the same rule"
+    assert (diag[5]["dead"], diag[5]["missing"]) == ([4], [12])
+
+
+def test_waits_on_empties_as_dependencies_pass_and_every_task_view_has_it(repo, cli):
+    cli("task", "add", "a")
+    added = cli("task", "add", "b", "--dep", "1", "--json").json
+    assert added["waits_on"] == [{"id": 1, "name": "a", "status": "pending"}]
+    assert cli("task", "pass", "1", "--json").json["waits_on"] == []
+    assert cli("task", "show", "2", "--json").json["waits_on"] == []
+    cli("task", "add", "c")
+    assert cli("task", "dep", "add", "2", "3", "--json").json["waits_on"] == [{"id": 3, "name": "c",
+                                                                                "status": "pending"}]
+    assert cli("task", "dep", "rm", "2", "3", "--json").json["waits_on"] == []

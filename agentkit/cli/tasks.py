@@ -20,11 +20,14 @@ def _when(ts: float | None) -> str:
 
 
 def _show(task: dict) -> None:
-    pairs(task, ["id", "name", "status", "reason", "priority", "attempts", "skip_count", "category",
-                 "depends_on", "required_by"])
+    from agentkit.tasks.diagnosis import describe_waits
+
+    pairs({**task, "waits_on": describe_waits(task.get("waits_on", []))},
+          ["id", "name", "status", "reason", "priority", "attempts", "skip_count", "category", "depends_on",
+           "waits_on", "required_by"])
     if task.get("claim"):
         c = task["claim"]
-        print(f"claim       {c['agent']} (fence {c['fence']}) until {_when(c['lease_expires_at'])}")
+        print(f"{'claim':<11}  {c['agent']} (fence {c['fence']}) until {_when(c['lease_expires_at'])}")
 
 
 @app.command("add")
@@ -71,7 +74,7 @@ def list_cmd(status: str = typer.Option(None, "--status", help="Only tasks with 
 
 @app.command("show")
 def show(task_id: int, as_json: bool = JSON_OPT):
-    """One task with its dependencies, dependents and claim."""
+    """One task with its dependencies (and which of them it still waits on), dependents and claim."""
     from agentkit import claims
 
     with handled(as_json):
