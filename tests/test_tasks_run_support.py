@@ -5,6 +5,8 @@ import json
 import sqlite3
 from pathlib import Path
 
+import pytest
+
 from agentkit import tasks
 from agentkit.errors import ExitCode
 from agentkit.repo import Repo
@@ -198,3 +200,87 @@ def test_waits_on_empties_as_dependencies_pass_and_every_task_view_has_it(repo, 
     assert cli("task", "dep", "add", "2", "3", "--json").json["waits_on"] == [{"id": 3, "name": "c",
                                                                                 "status": "pending"}]
     assert cli("task", "dep", "rm", "2", "3", "--json").json["waits_on"] == []
+
+
+# ---- task pass|fail|skip from inside an agent's environment ---------------------------------------------
+
+def agent_env(claim: dict) -> dict:
+    return {"AGENTKIT_TASK_ID": str(claim["task_id"]), "AGENTKIT_FENCE": str(claim["fence"])}
+
+
+def state_of(cli) -> tuple:
+    """Every task row and every claim: what a refused command must leave as it was."""
+    return tasks_of(cli), [(c["task_id"], c["agent"], c["fence"]) for t in tasks_of(cli).values()
+                           if (c := cli("task", "show", str(t["id"]), "--json").json["claim"])]
+
+
+def test_an_agent_reports_its_own_outcome_from_its_environment(repo, cli):
+    for name in ("a", "b", "c"):
+        cli("task", "add", name)
+    claim = cli("claim", "1", "--agent", "agent-1", "--json").json
+    res = cli("task", "pass", "--json", env=agent_env(claim))
+    assert res.code == 0, res.err
+    assert res.json["id"] == 1 and res.json["status"] == "passing" and res.json["claim"] is None
+    claim = cli("claim", "2", "--agent", "agent-2", "--json").json
+    res = cli("task", "fail", "--reason", "tests red", "--json", env=agent_env(claim))
+    assert res.code == 0 and (res.json["id"], res.json["status"], res.json["attempts"]) == (2, "failing", 1)
+    claim = cli("claim", "3", "--agent", "agent-3", "--json").json
+    res = cli("task", "skip", env=agent_env(claim))
+    assert res.code == 0 and "skip_count   1" in res.out
+    assert cli("task", "show", "3", "--json").json["status"] == "pending"
+
+
+def test_a_zombie_agent_cannot_overwrite_the_new_holder(repo, cli):
+    cli("task", "add", "a")
+    zombie = cli("claim", "--agent", "old", "--json").json
+    cli("release", zombie["claim_id"])
+    cli("claim", "--agent", "new")
+    before = state_of(cli)
+    res = cli("task", "pass", "--json", env=agent_env(zombie))
+    assert res.code == ExitCode.CONFLICT and "now held by new (fence 2)" in res.json["error"]["message"]
+    no_traceback(res)
+    assert state_of(cli) == before
+    res = cli("task", "pass", "1", env=agent_env(zombie))  # the same task, named: still the agent's own fence
+    assert res.code == ExitCode.CONFLICT and state_of(cli) == before
+    res = cli("task", "pass", "--fence", "2", "--json", env=agent_env(zombie))  # --fence wins over the env
+    assert res.code == 0 and res.json["status"] == "passing"
+
+
+def test_an_explicit_other_task_does_not_borrow_the_environment_fence(repo, cli):
+    cli("task", "add", "mine")
+    cli("task", "add", "other")
+    mine = cli("claim", "1", "--agent", "me", "--json").json
+    res = cli("task", "pass", "2", "--json", env=agent_env(mine))  # fence 1 never held task 2
+    assert res.code == 0 and res.json["id"] == 2 and res.json["status"] == "passing", res.err
+    assert cli("task", "show", "1", "--json").json["claim"]["agent"] == "me", "the agent's own task untouched"
+    res = cli("task", "pass", "2", env={"AGENTKIT_FENCE": "99"})  # a fence without a task names no task
+    assert res.code == 0, res.err
+
+
+@pytest.mark.parametrize(("args", "env", "expected"), [
+    (("task", "pass"), {}, "`task pass` needs a task id: none given and AGENTKIT_TASK_ID is not set"),
+    (("task", "fail"), {"AGENTKIT_FENCE": "1"}, "`task fail` needs a task id"),
+    (("task", "skip"), {"AGENTKIT_TASK_ID": ""}, "`task skip` needs a task id"),
+    (("task", "pass"), {"AGENTKIT_TASK_ID": "one"}, "AGENTKIT_TASK_ID='one' is not a task id"),
+    (("task", "pass"), {"AGENTKIT_TASK_ID": "-1"}, "AGENTKIT_TASK_ID='-1' is not a task id"),
+    (("task", "pass"), {"AGENTKIT_TASK_ID": "1", "AGENTKIT_FENCE": "x"}, "AGENTKIT_FENCE='x' is not a fence"),
+    (("task", "pass", "1"), {"AGENTKIT_TASK_ID": "1", "AGENTKIT_FENCE": "0"}, "AGENTKIT_FENCE='0' is not a fence"),
+    (("task", "pass"), {"AGENTKIT_TASK_ID": "1", "AGENTKIT_FENCE": str(2**64)}, "is not a fence"),
+])
+def test_no_task_or_a_malformed_environment_is_a_usage_error(repo, cli, args, env, expected):
+    cli("task", "add", "a")
+    cli("claim", "--agent", "me")
+    before = state_of(cli)
+    res = cli(*args, "--json", env=env)
+    assert res.code == ExitCode.USAGE, (res.code, res.err)
+    no_traceback(res)
+    assert expected in res.json["error"]["message"] and expected in res.err
+    assert res.json["error"]["hint"]
+    assert state_of(cli) == before, "nothing changed"
+
+
+def test_reset_still_needs_its_task_id(repo, cli):
+    cli("task", "add", "a")
+    res = cli("task", "reset", env={"AGENTKIT_TASK_ID": "1"})
+    assert res.code == ExitCode.USAGE and "Missing argument" in res.err
+    no_traceback(res)
