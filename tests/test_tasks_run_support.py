@@ -263,6 +263,7 @@ def test_an_explicit_other_task_does_not_borrow_the_environment_fence(repo, cli)
     (("task", "skip"), {"AGENTKIT_TASK_ID": ""}, "`task skip` needs a task id"),
     (("task", "pass"), {"AGENTKIT_TASK_ID": "one"}, "AGENTKIT_TASK_ID='one' is not a task id"),
     (("task", "pass"), {"AGENTKIT_TASK_ID": "-1"}, "AGENTKIT_TASK_ID='-1' is not a task id"),
+    (("task", "pass"), {"AGENTKIT_TASK_ID": "²"}, "AGENTKIT_TASK_ID='²' is not a task id"),
     (("task", "pass"), {"AGENTKIT_TASK_ID": "1", "AGENTKIT_FENCE": "x"}, "AGENTKIT_FENCE='x' is not a fence"),
     (("task", "pass", "1"), {"AGENTKIT_TASK_ID": "1", "AGENTKIT_FENCE": "0"}, "AGENTKIT_FENCE='0' is not a fence"),
     (("task", "pass"), {"AGENTKIT_TASK_ID": "1", "AGENTKIT_FENCE": str(2**64)}, "is not a fence"),

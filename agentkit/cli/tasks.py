@@ -1,11 +1,13 @@
 """`agentkit task …`, `claim`, `heartbeat`, `release`, `reap`: the task graph and claims on it."""
 
+import os
 import time
 from pathlib import Path
 
 import typer
 
 from agentkit.cli.common import JSON_OPT, handled, open_repo, pairs, render, say, table
+from agentkit.errors import usage
 
 app = typer.Typer(help="The task graph: tasks, dependencies, the ready set and outcomes.", no_args_is_help=True)
 dep_app = typer.Typer(help="Add or remove a dependency (TASK depends on DEP).", no_args_is_help=True)
@@ -142,14 +144,10 @@ TASK_ENV, FENCE_ENV = "AGENTKIT_TASK_ID", "AGENTKIT_FENCE"
 def _env_int(name: str, what: str, strict: bool = True) -> int | None:
     """A positive 64-bit integer from the environment, None when unset or empty; a malformed one is a usage error
     (or None when not `strict`: it cannot then be the task asked for)."""
-    import os
-
-    from agentkit.errors import usage
-
     raw = os.environ.get(name, "").strip()
     if not raw:
         return None
-    if raw.isdigit() and 0 < int(raw) < 2**63:
+    if raw.isascii() and raw.isdigit() and 0 < int(raw) < 2**63:
         return int(raw)
     if not strict:
         return None
@@ -163,8 +161,6 @@ def _own_task(outcome: str, task_id: int | None, fence: int | None) -> tuple[int
     if task_id is None:
         task_id = _env_int(TASK_ENV, "a task id")
         if task_id is None:
-            from agentkit.errors import usage
-
             raise usage(f"`task {outcome}` needs a task id: none given and {TASK_ENV} is not set",
                         f"pass it (`agentkit task {outcome} 7`), or run this from the agent's environment, "
                         f"where {TASK_ENV} names its task")
