@@ -1,4 +1,4 @@
-"""Why open tasks are not ready, and the counts `task status` shows."""
+"""What a task waits on, why open tasks are not ready, and the counts `task status` shows."""
 
 from agentkit.tasks import table
 
