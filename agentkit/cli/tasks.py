@@ -1,11 +1,13 @@
 """`agentkit task …`, `claim`, `heartbeat`, `release`, `reap`: the task graph and claims on it."""
 
+import os
 import time
 from pathlib import Path
 
 import typer
 
 from agentkit.cli.common import JSON_OPT, handled, open_repo, pairs, render, say, table
+from agentkit.errors import usage
 
 app = typer.Typer(help="The task graph: tasks, dependencies, the ready set and outcomes.", no_args_is_help=True)
 dep_app = typer.Typer(help="Add or remove a dependency (TASK depends on DEP).", no_args_is_help=True)
@@ -20,11 +22,14 @@ def _when(ts: float | None) -> str:
 
 
 def _show(task: dict) -> None:
-    pairs(task, ["id", "name", "status", "reason", "priority", "attempts", "skip_count", "category",
-                 "depends_on", "required_by"])
+    from agentkit.tasks.diagnosis import describe_waits
+
+    pairs({**task, "waits_on": describe_waits(task.get("waits_on", []))},
+          ["id", "name", "status", "reason", "priority", "attempts", "skip_count", "category", "depends_on",
+           "waits_on", "required_by"])
     if task.get("claim"):
         c = task["claim"]
-        print(f"claim       {c['agent']} (fence {c['fence']}) until {_when(c['lease_expires_at'])}")
+        print(f"{'claim':<11}  {c['agent']} (fence {c['fence']}) until {_when(c['lease_expires_at'])}")
 
 
 @app.command("add")
@@ -45,12 +50,16 @@ def add(name: str, priority: int = typer.Option(1000, help="Lower goes sooner; a
 
 @app.command("import")
 def import_cmd(file: Path, as_json: bool = JSON_OPT):
-    """Add every task in a JSON or YAML file (all or nothing; every problem is listed)."""
+    """Add every task in a JSON or YAML file, or an autocoder features.db (all or nothing; every problem is
+    listed)."""
     from agentkit import tasks
 
     with handled(as_json):
         data = tasks.import_file(open_repo(), file)
     say(f"imported {data['imported']} tasks")
+    if data["renumbered"]:
+        moved = ", ".join(f"feature {a} → task {b}" for a, b in data["renumbered"].items())
+        say(f"ids already taken here, so new ones: {moved}")
     render(data, as_json, lambda d: print(" ".join(map(str, d["ids"]))))
 
 
@@ -67,7 +76,7 @@ def list_cmd(status: str = typer.Option(None, "--status", help="Only tasks with 
 
 @app.command("show")
 def show(task_id: int, as_json: bool = JSON_OPT):
-    """One task with its dependencies, dependents and claim."""
+    """One task with its dependencies (and which of them it still waits on), dependents and claim."""
     from agentkit import claims
 
     with handled(as_json):
@@ -128,13 +137,55 @@ def status(as_json: bool = JSON_OPT):
     render(data, as_json, human)
 
 
+# Set in an agent's environment (its env file), so the agent can report with a bare `agentkit task pass`.
+TASK_ENV, FENCE_ENV = "AGENTKIT_TASK_ID", "AGENTKIT_FENCE"
+
+
+def _env_int(name: str, what: str, strict: bool = True) -> int | None:
+    """A positive 64-bit integer from the environment, None when unset or empty; a malformed one is a usage error
+    (or None when not `strict`: it cannot then be the task asked for)."""
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return None
+    if raw.isascii() and raw.isdigit() and 0 < int(raw) < 2**63:
+        return int(raw)
+    if not strict:
+        return None
+    raise usage(f"{name}={raw!r} is not {what}: a positive 64-bit integer",
+                f"fix or unset {name} in the agent's environment, or pass the value on the command line")
+
+
+def _own_task(outcome: str, task_id: int | None, fence: int | None) -> tuple[int, int | None]:
+    """The task and fence an outcome is for: as given, else from the agent's environment. The environment's fence
+    goes only with the environment's task: an explicit id for another task never borrows it."""
+    if task_id is None:
+        task_id = _env_int(TASK_ENV, "a task id")
+        if task_id is None:
+            raise usage(f"`task {outcome}` needs a task id: none given and {TASK_ENV} is not set",
+                        f"pass it (`agentkit task {outcome} 7`), or run this from the agent's environment, "
+                        f"where {TASK_ENV} names its task")
+        env_task = task_id
+    else:
+        env_task = _env_int(TASK_ENV, "a task id", strict=False)
+    if fence is None and env_task == task_id:
+        fence = _env_int(FENCE_ENV, "a fence")
+    return task_id, fence
+
+
 def _outcome(outcome: str):
-    def command(task_id: int, reason: str = REASON,
+    own = outcome != "reset"  # an agent reports its own pass, fail or skip; a reset is a person's decision
+    task_arg = typer.Argument(None if own else ..., show_default=False,
+                              help=f"The task (default: {TASK_ENV}, set in an agent's environment)." if own
+                              else "The task.")
+
+    def command(task_id: int = task_arg, reason: str = REASON,
                 fence: int = typer.Option(None, "--fence", help="Refuse (exit 7) unless this claim fence still "
-                                          "holds the task."), as_json: bool = JSON_OPT):
+                                          f"holds the task (default: {FENCE_ENV}, when {TASK_ENV} names this "
+                                          "task)."), as_json: bool = JSON_OPT):
         from agentkit import claims
 
         with handled(as_json):
+            task_id, fence = _own_task(outcome, task_id, fence)
             data = claims.settle(open_repo(), task_id, outcome, reason, fence)
         if data.get("blocked"):
             say(f"task {task_id} is dead; blocked its dependents {data['blocked']}")

@@ -1,6 +1,32 @@
-"""Why open tasks are not ready, and the counts `task status` shows."""
+"""What a task waits on, why open tasks are not ready, and the counts `task status` shows."""
 
 from agentkit.tasks import table
+
+
+def unmet(dep_ids, rows: dict[int, tuple[str, str]]) -> list[dict]:
+    """The dependencies among dep_ids that are not passing, by id, as {id, name, status}; one without a row is
+    status "missing" (name None). `rows` maps a task id to its (status, name). The one rule for what a task waits
+    on: `diagnose` and `task show` both read it."""
+    out = []
+    for d in sorted(dep_ids):
+        if d not in rows:
+            out.append({"id": d, "name": None, "status": "missing"})
+        elif rows[d][0] != "passing":
+            out.append({"id": d, "name": rows[d][1], "status": rows[d][0]})
+    return out
+
+
+def waits_on(conn, task_id: int) -> list[dict]:
+    """What one task waits on: its dependencies that are not passing (see `unmet`)."""
+    found = conn.execute("SELECT d.dep_id, t.status, t.name FROM task_deps d LEFT JOIN tasks t ON t.id = d.dep_id "
+                         "WHERE d.task_id = ?", (task_id,)).fetchall()
+    return unmet([r[0] for r in found], {r[0]: (r[1], r[2]) for r in found if r[1] is not None})
+
+
+def describe_waits(waiting: list[dict]) -> str:
+    """`3 (failing: 'api'), 12 (missing)`: what `task show` prints after `waits_on`."""
+    return ", ".join(f"{w['id']} ({w['status']})" if w["name"] is None else f"{w['id']} ({w['status']}: {w['name']!r})"
+                     for w in waiting)
 
 
 def diagnose(conn, holders: dict[int, dict] | None = None) -> list[dict]:
@@ -14,14 +40,11 @@ def diagnose(conn, holders: dict[int, dict] | None = None) -> list[dict]:
     for task_id, (status, name) in sorted(statuses.items()):
         if status == "passing":
             continue
-        item = {"id": task_id, "name": name, "status": status, "unmet": [], "dead": [], "missing": []}
-        for d in sorted(deps.get(task_id, ())):
-            if d not in statuses:
-                item["missing"].append(d)
-            elif statuses[d][0] == "dead":
-                item["dead"].append(d)
-            elif statuses[d][0] != "passing":
-                item["unmet"].append({"id": d, "status": statuses[d][0]})
+        waiting = unmet(deps.get(task_id, ()), statuses)
+        item = {"id": task_id, "name": name, "status": status,
+                "unmet": [w for w in waiting if w["status"] not in ("dead", "missing")],
+                "dead": [w["id"] for w in waiting if w["status"] == "dead"],
+                "missing": [w["id"] for w in waiting if w["status"] == "missing"]}
         if task_id in holders:
             item["claimed_by"] = {k: holders[task_id][k] for k in ("agent", "lease_expires_at")}
         if status in table.READY_STATUSES and not (item["unmet"] or item["dead"] or item["missing"]) \

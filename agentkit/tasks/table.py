@@ -122,12 +122,15 @@ def list_tasks(conn, status: str | None = None) -> list[dict]:
 
 
 def show_in(conn, task_id: int) -> dict:
-    """A task with its direct dependencies and dependents."""
+    """A task with its direct dependencies, its dependents, and the dependencies it waits on."""
+    from agentkit.tasks.diagnosis import waits_on  # diagnosis reads this module: imported here to break the cycle
+
     t = get(conn, task_id)
     t["depends_on"] = [r[0] for r in conn.execute("SELECT dep_id FROM task_deps WHERE task_id = ? ORDER BY 1",
                                                   (task_id,))]
     t["required_by"] = [r[0] for r in conn.execute("SELECT task_id FROM task_deps WHERE dep_id = ? ORDER BY 1",
                                                   (task_id,))]
+    t["waits_on"] = waits_on(conn, task_id)
     return t
 
 
