@@ -38,6 +38,18 @@ def holders(conn, task_id: int | None = None) -> dict[int, dict]:
     return {r["task_id"]: dict(r) for r in conn.execute(sql, (task_id,) if task_id is not None else ())}
 
 
+def get(repo, claim_id: str) -> dict | None:
+    """A claim's row (any state), or None."""
+    found = repo.store.rows("SELECT * FROM claims WHERE claim_id = ?", (claim_id,))
+    return found[0] if found else None
+
+
+def active_ids(repo, agent_like: str) -> list[str]:
+    """The ids of active claims whose agent matches the SQL LIKE pattern `agent_like`."""
+    return [r["claim_id"] for r in repo.store.rows("SELECT claim_id FROM claims WHERE state = 'active' AND "
+                                                    "agent LIKE ? ORDER BY fence", (agent_like,))]
+
+
 def is_active(repo, claim_id: str) -> bool:
     return bool(repo.store.rows("SELECT 1 FROM claims WHERE claim_id = ? AND state = 'active'", (claim_id,)))
 

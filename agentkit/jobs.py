@@ -51,6 +51,15 @@ def get(repo, job_id: int) -> dict:
     return _get(repo.store.conn, job_id)
 
 
+def get_many(repo, job_ids: list[int]) -> dict[int, dict]:
+    """The jobs among `job_ids` that exist, by id (one query)."""
+    if not job_ids:
+        return {}
+    marks = ",".join("?" * len(job_ids))
+    rows = repo.store.conn.execute(f"SELECT * FROM jobs WHERE job_id IN ({marks})", list(job_ids)).fetchall()
+    return {r["job_id"]: _job(r) for r in rows}
+
+
 def executors(repo) -> dict:
     found: dict = {}
     repo.hook.register_executors(register=lambda name, ex: found.setdefault(name, ex))

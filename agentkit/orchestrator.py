@@ -185,11 +185,11 @@ class Run:
     def _adopt(self) -> None:
         """Agents an earlier run left: running ones are ours now, ended ones are settled, never-started ones
         give their claim back (no attempt burned)."""
-        orphans = self.repo.store.rows(
-            "SELECT claim_id FROM claims WHERE state = 'active' AND agent LIKE 'run%/%' AND claim_id NOT IN "
-            "(SELECT claim_id FROM run_agents WHERE claim_id IS NOT NULL)")
-        for claim in orphans:  # claimed by a run that died before it recorded the agent
-            self._give_back(claim, "its run died before starting its agent")
+        known = {r["claim_id"] for r in self.repo.store.rows("SELECT claim_id FROM run_agents WHERE claim_id IS NOT "
+                                                             "NULL AND settled_at IS NULL")}
+        for claim_id in claims.active_ids(self.repo, "run%/%"):
+            if claim_id not in known:  # claimed by a run that died before it recorded the agent
+                self._give_back({"claim_id": claim_id}, "its run died before starting its agent")
         for row in self.repo.store.rows("SELECT * FROM run_agents WHERE settled_at IS NULL ORDER BY agent_id"):
             if row["job_id"] is None:
                 self._give_back(row, "its run died before starting it")
@@ -433,8 +433,7 @@ class Run:
         return verdict, spent
 
     def _claim_row(self, claim_id: str | None) -> dict | None:
-        found = self.repo.store.rows("SELECT * FROM claims WHERE claim_id = ?", (claim_id,)) if claim_id else []
-        return found[0] if found else None
+        return claims.get(self.repo, claim_id) if claim_id else None
 
     def _settle_paused(self, row: dict, job: dict, verdict: dict) -> str:
         if verdict["kind"] == "login":
@@ -559,9 +558,7 @@ class Run:
     def _settle_ended(self) -> int:
         if not self.agents:
             return 0
-        ids = [a["job_id"] for a in self.agents.values()]
-        marks = ",".join("?" * len(ids))
-        states = {r["job_id"]: r for r in self.repo.store.rows(f"SELECT * FROM jobs WHERE job_id IN ({marks})", ids)}
+        states = jobs.get_many(self.repo, [a["job_id"] for a in self.agents.values()])
         ended = 0
         for row in list(self.agents.values()):
             job = states.get(row["job_id"])
@@ -570,7 +567,7 @@ class Run:
                 self._mark_settled(row, "lost")
                 continue
             if job["state"] in jobs.FINISHED:
-                self._settle(row, jobs.get(self.repo, job["job_id"]))
+                self._settle(row, job)
                 ended += 1
             elif job["state"] == "running" and row.get("_seen") != "running":
                 row["_seen"] = "running"
@@ -608,12 +605,8 @@ class Run:
 
     def _heartbeat_queued(self) -> None:
         """A queued agent's claim is renewed by the run (a running one's by its supervisor)."""
-        ids = [a["job_id"] for a in self.agents.values() if a.get("claim_id")]
-        if not ids:
-            return
-        marks = ",".join("?" * len(ids))
-        queued = {r["job_id"] for r in self.repo.store.rows(
-            f"SELECT job_id FROM jobs WHERE state = 'queued' AND job_id IN ({marks})", ids)}
+        found = jobs.get_many(self.repo, [a["job_id"] for a in self.agents.values() if a.get("claim_id")])
+        queued = {job_id for job_id, job in found.items() if job["state"] == "queued"}
         for row in self.agents.values():
             if row["job_id"] in queued:
                 try:
@@ -768,7 +761,7 @@ def worktrees_base(repo) -> str:
 def stuck_lines(repo) -> list[str]:
     """Each stuck task and what blocks it: `task 7 waits on 3 (dead after 3 attempts)`."""
     conn = repo.store.conn
-    status = {r["id"]: r for r in repo.store.rows("SELECT id, name, status, attempts FROM tasks")}
+    status = {t["id"]: t for t in tasks.list_tasks(repo)}
     lines = []
     for item in tasks.diagnose(conn, claims.holders(conn)):
         why = []

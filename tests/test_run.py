@@ -360,3 +360,31 @@ def test_the_debug_log_and_notify_cmd(cli, plan, repo, tmp_path):
     logs = list((repo / ".agents" / "logs").glob("run-*.log"))
     text = logs[0].read_text()
     assert "started" in text and "spawn batch" in text and "settled" in text and "finished" in text
+
+
+def test_usage_is_recorded_per_agent_summed_per_task_and_per_run(cli, plan, tmp_path):
+    from tests.conftest import write_plugin
+
+    env = write_plugin(tmp_path, "metered_preset", '''
+import re
+from agentkit.hookspecs import hookimpl
+from agentkit.presets import Template
+
+class Metered(Template):
+    def usage(self, log_text):
+        m = re.search(r"fake agent: coding (\\S+) attempt (\\d+)", log_text)
+        return {"input_tokens": 100, "output_tokens": 10 * int(m.group(2)), "cost_usd": 0.25} if m else None
+
+@hookimpl
+def register_presets(register):
+    register("metered", Metered())
+''')
+    add_tasks(cli, [("twice", []), ("once", [])])
+    plan.set({"twice": {"fail_attempts": 1}})
+    res = cli("run", "--agent", "metered", "--agent-cmd", plan.coding, "--yolo", "--json", env=env)
+    assert res.code == 0, res.err
+    summary = json.loads(res.out.splitlines()[-1])
+    assert summary["usage"] == {"input_tokens": 300, "output_tokens": 40, "cost_usd": 0.75, "agents": 3}
+    shown = cli("task", "show", "1", "--json").json
+    assert shown["usage"] == {"input_tokens": 200, "output_tokens": 30, "cost_usd": 0.5, "agents": 2}
+    assert "2 agent run(s), 200 tokens in, 30 out, $0.5000" in cli("task", "show", "1").out

@@ -30,6 +30,10 @@ def _show(task: dict) -> None:
     if task.get("claim"):
         c = task["claim"]
         print(f"{'claim':<11}  {c['agent']} (fence {c['fence']}) until {_when(c['lease_expires_at'])}")
+    spent = task.get("usage") or {}
+    if spent.get("agents"):
+        print(f"{'usage':<11}  {spent['agents']} agent run(s), {spent.get('input_tokens', 0)} tokens in, "
+              f"{spent.get('output_tokens', 0)} out, ${spent.get('cost_usd', 0):.4f}")
 
 
 @app.command("add")
@@ -77,10 +81,11 @@ def list_cmd(status: str = typer.Option(None, "--status", help="Only tasks with 
 @app.command("show")
 def show(task_id: int, as_json: bool = JSON_OPT):
     """One task with its dependencies (and which of them it still waits on), dependents and claim."""
-    from agentkit import claims
+    from agentkit import claims, orchestrator
 
     with handled(as_json):
-        data = claims.show_task(open_repo(), task_id)
+        repo = open_repo()
+        data = {**claims.show_task(repo, task_id), "usage": orchestrator.usage_of_task(repo, task_id)}
     render(data, as_json, _show)
 
 
