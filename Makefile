@@ -33,6 +33,7 @@ bench: install
 	$(BIN)/python bench/task_ready.py
 	$(BIN)/python bench/claims.py
 	$(BIN)/python bench/jobs.py
+	$(BIN)/python bench/run.py
 
 # the suite under coverage, subprocesses included (each `agentkit` command a test runs is one)
 coverage: install
