@@ -3,6 +3,7 @@
 Merges never touch a checkout: `git merge-tree --write-tree` computes the merge, `commit-tree` records it and
 `update-ref` moves the branch only if nobody moved it meanwhile. The user's checked-out branch is never one."""
 
+import os
 import subprocess
 from pathlib import Path
 
@@ -55,28 +56,38 @@ def _git(repo, args: list[str], env: dict) -> subprocess.CompletedProcess:
                           start_new_session=True)
 
 
-def merge(repo, into: str, branch: str, message: str) -> dict:
+def _resolve(repo, names: list[str], env: dict) -> list[str | None]:
+    """Object ids of `names` (None for a missing one), from one git process."""
+    done = subprocess.run(["git", "cat-file", "--batch-check=%(objectname)"], cwd=repo.root, env=env, text=True,
+                          input="".join(f"{n}\n" for n in names), capture_output=True, start_new_session=True)
+    lines = done.stdout.splitlines()
+    return [None if i >= len(lines) or lines[i].endswith(" missing") else lines[i] for i in range(len(names))]
+
+
+def merge(repo, into: str, branch: str, message: str, env: dict | None = None) -> dict:
     """Merge `branch` into the integration branch `into`, under the integration lock.
 
-    Returns ``{"merged": True, "commit", "files"}``; ``{"merged": False, "reason": …}`` when the branch holds
-    nothing the integration branch lacks, or is gone; ``{"merged": False, "conflicts": [paths]}`` on a conflict,
-    with nothing changed (the branch is kept as it was)."""
-    env = git.identity_env(repo.root)
+    Returns ``{"merged": True, "commit"}``; ``{"merged": False, "reason": …}`` when the branch holds nothing the
+    integration branch lacks, or is gone; ``{"merged": False, "conflicts": [paths]}`` on a conflict, with
+    nothing changed (the branch is kept as it was). `env`: git's environment with a committer identity
+    (`git.identity_env`), which a caller merging many branches computes once."""
+    env = env or git.identity_env(repo.root)
     with repo.lock("integration"):
-        ours = head(repo, into)
-        theirs = git.rev(f"refs/heads/{branch}", repo.root)
+        ours, our_tree, theirs = _resolve(repo, [f"refs/heads/{into}", f"refs/heads/{into}^{{tree}}",
+                                                 f"refs/heads/{branch}"], env)
+        if ours is None:
+            head(repo, into)  # raises: the integration branch is gone
         if theirs is None:  # removed with its worktree: it held no commits (or was settled before a crash)
-            return {"merged": False, "reason": f"branch {branch} is gone", "commit": ours, "files": []}
-        if git.is_ancestor(theirs, ours, repo.root):
-            return {"merged": False, "reason": "nothing to merge", "commit": ours, "files": []}
+            return {"merged": False, "reason": f"branch {branch} is gone", "commit": ours}
         tree = _git(repo, ["merge-tree", "--write-tree", "--name-only", "--no-messages", ours, theirs], env)
         lines = tree.stdout.splitlines()
         if tree.returncode == 1:
-            return {"merged": False, "conflicts": sorted({ln for ln in lines[1:] if ln.strip()}), "commit": ours,
-                    "files": []}
+            return {"merged": False, "conflicts": sorted({ln for ln in lines[1:] if ln.strip()}), "commit": ours}
         if tree.returncode != 0 or not lines:
             raise AgentkitError(f"git merge-tree failed: {tree.stderr.strip() or tree.stdout.strip()}",
                                 "integration needs git 2.38 or newer (`git --version`); or run with --into none")
+        if lines[0] == our_tree:  # everything on the branch is in already
+            return {"merged": False, "reason": "nothing to merge", "commit": ours}
         made = _git(repo, ["commit-tree", lines[0], "-p", ours, "-p", theirs, "-m", message], env)
         if made.returncode != 0:
             raise AgentkitError(f"git commit-tree failed: {made.stderr.strip()}", "fix the git problem and rerun")
@@ -85,10 +96,15 @@ def merge(repo, into: str, branch: str, message: str) -> dict:
         if moved.returncode != 0:
             raise AgentkitError(f"could not move {into}: {moved.stderr.strip()}",
                                 "something else moved the integration branch; rerun to merge again")
-        files = _git(repo, ["diff", "--name-only", ours, commit], env).stdout.split()
     with repo.store.tx() as conn:
-        events.record(conn, "integration.merged", into, branch=branch, commit=commit, files=files[:50])
-    return {"merged": True, "commit": commit, "files": files}
+        events.record(conn, "integration.merged", into, branch=branch, commit=commit)
+    return {"merged": True, "commit": commit}
+
+
+def files_of(repo, commit: str) -> list[str]:
+    """The files a merge commit brought into the integration branch."""
+    done = _git(repo, ["diff", "--name-only", f"{commit}^1", commit], dict(os.environ))
+    return done.stdout.split() if done.returncode == 0 else []
 
 
 def log(repo, into: str, limit: int = 50) -> list[dict]:

@@ -19,6 +19,7 @@ LOG_TAIL = 8192  # what a preset's classify reads of an agent's log
 WAKE_EVERY_S = 0.005  # how often the loop looks for a commit by another process (PRAGMA data_version)
 REFRESH_EVERY_S = 2.0  # how often running jobs' executors are asked whether their runners live
 DUMP_EVERY_S = 30.0  # a state dump in the debug log
+TAIL_EVERY_S = 0.1  # how often agents' new output lines become `log` events
 
 
 @dataclass
@@ -88,6 +89,7 @@ class Run:
         self.login: dict | None = None
         self.integrated: list[dict] = []
         self.free_testing: list[str] = []  # testing worktrees to reuse
+        self.spares: list[str] = []  # passed tasks' clean worktrees, recycled for the next tasks
         self.log_offsets: dict[int, int] = {}
         self.started = time.time()
         self.run_id: int | None = None
@@ -157,6 +159,7 @@ class Run:
         self._check_templates(self.preset)
         if opts.into:
             self.into = integration.ensure(repo, opts.into)
+        self.git_env = git.identity_env(repo.root)
         self.base = None if opts.into else worktrees_base(repo)
         testing_pool = CODING_POOL if opts.count_testing else TESTING_POOL
         self.testing_pool = testing_pool
@@ -276,6 +279,11 @@ class Run:
         if row is None or not Path(row["path"]).is_dir():
             if row is not None:
                 worktrees.remove(self.repo, slug, force=True)
+            while self.spares:  # a passed task's worktree, moved and reset: cheaper than remove + new
+                try:
+                    return {**worktrees.recycle(self.repo, self.spares.pop(), slug, base), "base": base}
+                except AgentkitError as exc:
+                    self.log.info("could not recycle a worktree for %s: %s", slug, exc.message)
             made = worktrees.new(self.repo, slug, base=base)
             self._capacity_update()
             if git.rev(f"refs/heads/{made['branch']}", self.repo.root) == base:
@@ -349,7 +357,8 @@ class Run:
                 continue
             note = self.repo.store.rows("SELECT note FROM run_agents WHERE task_id = ? AND kind = 'coding' AND "
                                         "outcome = 'pass' ORDER BY agent_id DESC LIMIT 1", (dep_id,))
-            files = json.loads(note[0]["note"] or "{}").get("files", []) if note else []
+            commit = json.loads(note[0]["note"] or "{}").get("commit") if note else None
+            files = integration.files_of(self.repo, commit) if commit and self.opts.into else []
             out.append({"id": dep_id, "name": dep["name"], "status": dep["status"], "files": files})
         return out
 
@@ -492,17 +501,15 @@ class Run:
         merged = None
         if passed and self.opts.into and row.get("branch"):
             merged = integration.merge(repo, self.opts.into, row["branch"],
-                                       f"agentkit: integrate task {row['task_id']} ({row['branch']})")
+                                       f"agentkit: integrate task {row['task_id']} ({row['branch']})", self.git_env)
             if merged.get("conflicts") is not None:
                 files = ", ".join(merged["conflicts"][:10])
                 passed, reason = False, f"merge conflict with {self.opts.into} in {files}; its branch " \
                                         f"{row['branch']} is kept, the next attempt starts on the new head"
             elif merged["merged"]:
-                self.integrated.append({"task_id": row["task_id"], "commit": merged["commit"],
-                                        "files": merged["files"]})
-                self.log.info("merged %s into %s: %s (%d files)", row["branch"], self.opts.into,
-                              merged["commit"], len(merged["files"]))
-        note = {"files": (merged or {}).get("files", []), "commit": (merged or {}).get("commit")}
+                self.integrated.append({"task_id": row["task_id"], "commit": merged["commit"]})
+                self.log.info("merged %s into %s: %s", row["branch"], self.opts.into, merged["commit"])
+        note = {"commit": (merged or {}).get("commit") if (merged or {}).get("merged") else None}
         if claim["state"] == "active":
             result = claims.release(repo, row["claim_id"], outcome="pass" if passed else "fail", reason=reason)
             task = result["task"]
@@ -511,7 +518,7 @@ class Run:
                 claims.settle(repo, row["task_id"], "fail", reason)
             task = tasks.show(repo, row["task_id"])
         if passed and row.get("worktree"):
-            self._release_worktree(row["worktree"], job)
+            self.spares.append(row["worktree"])  # recycled for a next task, or removed when the run ends
         if passed and self.testing_on:
             self.testing_credits += self.opts.testing_ratio
         self._emit("feature_update", str(row["task_id"]), status=task["status"], name=task["name"],
@@ -549,8 +556,9 @@ class Run:
     def _settle_init(self, row: dict, job: dict) -> tuple[str, dict | None]:
         note = None
         if self.opts.into and row.get("branch"):
-            merged = integration.merge(self.repo, self.opts.into, row["branch"], "agentkit: integrate the plan")
-            note = {"files": merged.get("files", []), "commit": merged.get("commit")}
+            merged = integration.merge(self.repo, self.opts.into, row["branch"], "agentkit: integrate the plan",
+                                       self.git_env)
+            note = {"commit": merged["commit"] if merged["merged"] else None}
         if row.get("worktree"):
             self._release_worktree(row["worktree"], job)
         return ("pass" if job["state"] == "succeeded" else "fail"), note
@@ -578,19 +586,20 @@ class Run:
     def _paused(self) -> bool:
         return time.time() < self.paused_until.get(self.opts.agent, 0)
 
-    def _fill(self) -> int:
-        """Start agents while slots are free: coding first, then testing. Each coding slot has one agent
-        queued behind the running one, so its supervisor starts the next at once when one ends."""
+    def _fill(self, limit: int) -> int:
+        """Start up to `limit` agents while places are free: coding first, then testing. Each coding slot has
+        one agent queued behind the running one, so its supervisor starts the next at once when one ends. The
+        loop settles ended agents between batches, so a start never keeps a pass waiting long."""
         if self.stop_requested or self.login or self._paused():
             return 0
         started = 0
         coding_room = 2 * self.opts.concurrency
-        while self._active("coding") < coding_room and self._start_coding():
+        while started < limit and self._active("coding") < coding_room and self._start_coding():
             started += 1
         testing_room = (self.opts.max_total - self.opts.concurrency) if not self.opts.count_testing else \
             max(self.opts.concurrency - self._active("coding"), 0)
-        while self.testing_on and self.testing_credits > 0 and self._active("testing") < testing_room \
-                and self._start_testing():
+        while started < limit and self.testing_on and self.testing_credits > 0 \
+                and self._active("testing") < testing_room and self._start_testing():
             started += 1
         return started
 
@@ -638,11 +647,16 @@ class Run:
             self._start_init()
         next_refresh = next_dump = next_beat = time.monotonic()
         beat_every = min(claims.lease_of(self.repo, {"lease_s": None}) / 3, 60)
+        next_tail = time.monotonic()
         while True:
-            self._tail_logs()
-            self._settle_ended()
+            now = time.monotonic()
+            if now >= next_tail:
+                self._tail_logs()
+                next_tail = now + TAIL_EVERY_S
+            settled = self._settle_ended()
             if self.stop_requested:
                 break
+            started = 0
             if not any(a["kind"] == "init" for a in self.agents.values()):  # nothing is claimed before it ends
                 before = self._active("coding")
                 started = self._fill_safely()
@@ -665,10 +679,11 @@ class Run:
             if now >= next_dump:
                 self._dump()
                 next_dump = now + DUMP_EVERY_S
-            self._wait(1.0)
+            if not (started or settled):
+                self._wait(min(1.0, max(next_tail - time.monotonic(), WAKE_EVERY_S)))
         if self.stop_requested:
             self._shutdown()
-        for slug in self.free_testing:  # testing agents commit nothing; their worktrees go with the run
+        for slug in self.free_testing + self.spares:  # worktrees kept for reuse go with the run
             self._release_worktree(slug, None)
         return self._finish()
 
@@ -683,7 +698,7 @@ class Run:
         """Start what can start; a failure to start one agent (a full band, a full queue) is reported and the run
         goes on with the agents it has, unless it has none."""
         try:
-            return self._fill()
+            return self._fill(limit=2)
         except AgentkitError as exc:
             if exc.code == ExitCode.USAGE or not self.agents:
                 raise

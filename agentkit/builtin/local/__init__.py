@@ -17,20 +17,47 @@ SUPERVISOR = SUPERVISOR_MODULE.encode()  # what a supervisor's command line hold
 STARTUP_GRACE_S = 30  # a supervisor that has not checked in by then never will
 
 
+def idle_dir(repo, executor: str) -> tuple:
+    """Where a supervisor with no job left waits (`idle/<pid>`) for a while, and where a job is handed to one
+    (`taken/<pid>.<job id>`: one rename, so two submits never take the same supervisor)."""
+    base = repo.paths.agents / "jobs" / "runners" / executor
+    idle, taken = base / "idle", base / "taken"
+    idle.mkdir(parents=True, exist_ok=True)
+    taken.mkdir(parents=True, exist_ok=True)
+    return idle, taken
+
+
+def hand_over(repo, job: dict) -> int | None:
+    """Give a job that holds its slot to an idle supervisor of its executor, if one waits: its pid, or None.
+    That saves a supervisor's start (a Python process) per job when jobs come one after another."""
+    idle, taken = idle_dir(repo, job["executor"])
+    for name in sorted(os.listdir(idle)):
+        try:
+            os.rename(idle / name, taken / f"{name}.{job['job_id']}")
+        except FileNotFoundError:  # another submit took it, or it left
+            continue
+        pid, handed = int(name), taken / f"{name}.{job['job_id']}"
+        try:
+            started = float(handed.read_text())
+        except (OSError, ValueError):
+            started = None
+        if procs.alive(pid, started, SUPERVISOR):
+            try:
+                os.kill(pid, signal.SIGUSR2)
+                return pid
+            except ProcessLookupError:
+                pass
+        handed.unlink(missing_ok=True)  # it died idle: start another
+    return None
+
+
 class LocalExecutor:
     enforces_timeout = True  # the supervisor ends a job at its deadline and records timed_out itself
 
     def submit(self, repo, job: dict) -> None:
         procs.platform()  # a bad AGENTKIT_PROCS fails here, not in a detached supervisor
-        log = open(repo.paths.agents / "jobs" / "supervisor.log", "ab")  # noqa: SIM115 - handed to the child
-        try:
-            subprocess.Popen([sys.executable, "-m", SUPERVISOR_MODULE, str(repo.root), str(job["job_id"])],
-                             cwd=repo.root, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                             start_new_session=True, env={**procs.outside_jobs_environ(), "PYTHONUNBUFFERED": "1"})
-        except OSError as exc:
-            raise AgentkitError(f"cannot start a supervisor: {exc.strerror}") from exc
-        finally:
-            log.close()
+        if hand_over(repo, job) is None:
+            start_supervisor(repo, job)
 
     def poll(self, repo, job: dict) -> dict:
         """`running` while its supervisor lives (the supervisor records the end); `lost` once it is gone."""
@@ -48,6 +75,19 @@ class LocalExecutor:
             return None
         # no supervisor: what is left of the job's tree is an orphan of it
         return len(tree_of(repo, job).kill(grace))
+
+
+def start_supervisor(repo, job: dict) -> None:
+    """A new detached supervisor process for a job that holds its slot."""
+    log = open(repo.paths.agents / "jobs" / "supervisor.log", "ab")  # noqa: SIM115 - handed to the child
+    try:
+        subprocess.Popen([sys.executable, "-m", SUPERVISOR_MODULE, str(repo.root), str(job["job_id"])],
+                         cwd=repo.root, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                         start_new_session=True, env={**procs.outside_jobs_environ(), "PYTHONUNBUFFERED": "1"})
+    except OSError as exc:
+        raise AgentkitError(f"cannot start a supervisor: {exc.strerror}") from exc
+    finally:
+        log.close()
 
 
 def tree_of(repo, job: dict) -> procs.Tree:

@@ -30,7 +30,7 @@ class Signals:
         signal.set_wakeup_fd(wfd)
         self.got: list[int] = []
         self.stop = False  # TERM, INT or HUP reached us: finish the current job's kill, then take no more
-        for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1):
+        for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2):
             signal.signal(sig, self._note)
 
     def _note(self, signum, frame) -> None:
@@ -73,7 +73,7 @@ def _heartbeat_every(repo: Repo, claim: dict | str) -> float:
     return min(HEARTBEAT_EVERY_S, claims.lease_of(repo, claim) / 3)
 
 
-def run(repo: Repo, job: dict, sig: Signals, subreaper: bool) -> None:
+def run(repo: Repo, job: dict, sig: Signals, subreaper: bool, on_exit=None) -> None:
     """Run one job that holds its slot: launch it, supervise it, record its end. Its cgroup (where the
     platform gives one) is removed when it is over."""
     me, me_started = os.getpid(), procs.start_time(os.getpid())
@@ -84,7 +84,7 @@ def run(repo: Repo, job: dict, sig: Signals, subreaper: bool) -> None:
         child = _launch(repo, job, tree, me, me_started)
         if child is not None:
             failpoints.reach("supervisor:started")
-            _supervise(repo, jobs.get(repo, job["job_id"]), sig, child, tree, subreaper)
+            _supervise(repo, jobs.get(repo, job["job_id"]), sig, child, tree, subreaper, on_exit)
     finally:
         tree.release()
 
@@ -124,7 +124,7 @@ def _launch(repo: Repo, job: dict, tree: procs.Tree, me: int, me_started: float 
     return child
 
 
-def _supervise(repo: Repo, job: dict, sig: Signals, child, tree: procs.Tree, subreaper: bool) -> None:
+def _supervise(repo: Repo, job: dict, sig: Signals, child, tree: procs.Tree, subreaper: bool, on_exit=None) -> None:
     """Wait for the job's end, a kill request, its deadline or a signal; kill its tree if need be; record."""
     job_id = job["job_id"]
     if job["kill_requested_at"]:  # `jobs kill` came before we had a pid to signal
@@ -168,6 +168,8 @@ def _supervise(repo: Repo, job: dict, sig: Signals, child, tree: procs.Tree, sub
             next_beat = time.monotonic() + beat_every
     # after a normal exit, leftovers are in the job's session or cgroup, or (as we are their subreaper) below
     # us: no machine-wide scan unless the platform re-parents orphans elsewhere
+    if on_exit is not None:  # before the end is recorded: whoever sees the slot free finds us ready
+        on_exit()
     leftovers = len(tree.kill(min(job["grace_s"], 2.0), under=os.getpid(),
                               everywhere=ending is not None or not subreaper))
     exit_code, signum = (code, None) if code >= 0 else (None, -code)
@@ -187,18 +189,87 @@ def main(argv: list[str]) -> int:
     repo = Repo(Path(root))
     job = jobs.get(repo, job_id)
     executor = job["executor"]  # the name this executor was registered under: it runs the queued jobs of that name
+    idle = Idle(repo, executor)
     while job is not None:
         if job["state"] == "running" and job["supervisor_pid"] is None:  # ours: dispatched, nobody checked in
             try:
-                run(repo, job, sig, subreaper)
+                run(repo, job, sig, subreaper, on_exit=idle.announce if not sig.stop else None)
             except Exception as exc:  # noqa: BLE001 - record it on the job rather than lose it in a log
                 local.tree_of(repo, jobs.get(repo, job["job_id"])).kill(1)
                 jobs.finish(repo, job["job_id"], "failed", reason=f"supervisor error: {exc!r}")
-        if sig.stop:
-            break
-        job = jobs.dispatch(repo, adopt=lambda queued: queued["executor"] == executor)
+        job = idle.handed()
+        if job is None and not sig.stop:
+            job = jobs.dispatch(repo, adopt=lambda queued: queued["executor"] == executor)
+            if job is not None:
+                idle.leave(next_job=job)  # a job handed over meanwhile gets a supervisor of its own
+            else:
+                job = idle.linger(sig)
+    idle.leave()
     repo.close()
     return 0
+
+
+class Idle:
+    """This supervisor offered as idle (`idle/<pid>`), so a submit can hand it the next job (local.hand_over)
+    instead of starting a new Python process. Offered as soon as its job's command has exited, before the end
+    is recorded, so the submit that the freed slot lets in finds it."""
+
+    def __init__(self, repo: Repo, executor: str):
+        from agentkit import durations
+
+        self.repo, self.executor = repo, executor
+        raw = repo.config["jobs.linger"]
+        self.linger_s = durations.parse(raw, "jobs.linger") if raw else 0
+        self.me = str(os.getpid())
+        self.offered = False
+        self.idle, self.taken = local.idle_dir(repo, executor) if self.linger_s > 0 else (None, None)
+
+    def announce(self) -> None:
+        if self.idle is not None and not self.offered:  # its start time inside, so a recycled pid is never used
+            temp = self.idle.parent / f".{self.me}.tmp"
+            temp.write_text(repr(procs.start_time(os.getpid())))
+            os.rename(temp, self.idle / self.me)
+            self.offered = True
+
+    def handed(self) -> dict | None:
+        """The job a submit handed us (our idle file renamed away), if any."""
+        if not self.offered or (self.idle / self.me).exists():
+            return None
+        self.offered = False
+        found = next(iter(self.taken.glob(f"{self.me}.*")), None)
+        if found is None:
+            return None
+        found.unlink(missing_ok=True)
+        job = jobs.get(self.repo, int(found.name.split(".")[1]))
+        return job if job["state"] == "running" and job["supervisor_pid"] is None else None
+
+    def _withdraw(self) -> bool:
+        """Take the offer back: True if done, False if a job was handed over first (then `handed` has it)."""
+        try:
+            (self.idle / self.me).unlink()
+        except FileNotFoundError:
+            return False
+        self.offered = False
+        return True
+
+    def leave(self, next_job: dict | None = None) -> None:
+        """No longer idle; a job handed over in the meantime is started by a supervisor of its own."""
+        if self.offered and not self._withdraw():
+            late = self.handed()
+            if late is not None:
+                local.start_supervisor(self.repo, late)
+
+    def linger(self, sig: Signals) -> dict | None:
+        """Wait up to jobs.linger for a job to be handed over; None when none came."""
+        if self.idle is None:
+            return None
+        self.announce()
+        deadline = time.monotonic() + self.linger_s
+        while not sig.stop and time.monotonic() < deadline and (self.idle / self.me).exists():
+            sig.wait(deadline - time.monotonic())
+        if self._withdraw():
+            return None
+        return self.handed()
 
 
 if __name__ == "__main__":
