@@ -67,6 +67,9 @@ def _unreachable(repo_or_none, target: str, exc: Exception) -> AgentkitError:
     return AgentkitError(f"Redis at {redacted(target)} is unreachable: {exc}", hint)
 
 
+_clients: dict = {}  # one client (and its connection pool) per URL, for processes that talk to Redis often
+
+
 def client(target: str, db: int | None = None, repo=None):
     """A connected client for `target`, checked with PING; errors name the URL and the fix."""
     import redis
@@ -75,8 +78,9 @@ def client(target: str, db: int | None = None, repo=None):
     if db is not None:  # the URL's own /N would win over a db= argument, so put the DB in the URL
         target = url_for_db(target, db)
     try:
-        conn = redis.Redis.from_url(target, **kwargs)
-        conn.ping()
+        conn = _clients.get(target) or redis.Redis.from_url(target, **kwargs)
+        conn.ping()  # on a kept client a round trip on an open connection: it still proves Redis answers
+        _clients[target] = conn
     except redis.AuthenticationError as exc:
         raise AgentkitError(f"Redis at {redacted(target)} refused authentication: {exc}",
                             "put the password in the URL: redis://:PASSWORD@host:port") from exc

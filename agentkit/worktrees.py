@@ -627,8 +627,7 @@ def recycle(repo, old_slug: str, slug: str, base: str) -> dict:
         try:
             _flush(repo, old, ready["url"])
         finally:
-            git.wait(moving)
-        git.run(["clean", "--quiet", "-fd"], path)
+            git.wait(moving)  # the old checkout was clean (no untracked files either): nothing to `git clean`
         if _branch_disposable(repo, old):
             git.run(["branch", "-D", old["branch"]], repo.root, check=False)
     now = time.time()

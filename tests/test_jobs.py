@@ -508,3 +508,61 @@ def test_a_killed_spawns_saved_environment_is_deleted_by_reap_and_prune(r, cli, 
     live = jobs.spawn(r, ["sleep", "30"])
     assert cli(*sweeper, "--json").json["env_files_removed"] == 0, "a running job's environment is kept"
     assert jobs.env_file(r, jobs.get(r, live["job_id"])["token"]).exists()
+
+
+def test_a_lingering_supervisor_takes_the_next_job_and_then_leaves(r, cli):
+    first = cli("spawn", "--json", "--", "true").json["job_id"]
+    wait_until(lambda: jobs.get(r, first)["state"] == "succeeded")
+    second = cli("spawn", "--json", "--", "true").json["job_id"]
+    wait_until(lambda: jobs.get(r, second)["state"] == "succeeded")
+    one, two = jobs.get(r, first), jobs.get(r, second)
+    assert one["supervisor_pid"] == two["supervisor_pid"], "handed over, not a new supervisor"
+    assert two["exit_code"] == 0
+    wait_until(lambda: not procs.alive(two["supervisor_pid"], two["supervisor_started"]), timeout=10)
+    idle, taken = local.idle_dir(r, "local")
+    assert not list(idle.iterdir()) and not list(taken.iterdir()), "it withdrew its offer when it left"
+
+
+def test_with_jobs_linger_empty_every_job_gets_its_own_supervisor(r, cli):
+    env = {"AGENTKIT_JOBS_LINGER": ""}
+    first = cli("spawn", "--json", "--", "true", env=env).json["job_id"]
+    wait_until(lambda: jobs.get(r, first)["state"] == "succeeded")
+    second = cli("spawn", "--json", "--", "true", env=env).json["job_id"]
+    wait_until(lambda: jobs.get(r, second)["state"] == "succeeded")
+    assert jobs.get(r, first)["supervisor_pid"] != jobs.get(r, second)["supervisor_pid"]
+
+
+def test_an_idle_supervisor_killed_while_waiting_is_passed_over(r, cli):
+    first = cli("spawn", "--json", "--", "true").json["job_id"]
+    wait_until(lambda: jobs.get(r, first)["state"] == "succeeded")
+    idle, _ = local.idle_dir(r, "local")
+    wait_until(lambda: list(idle.iterdir()))
+    os.kill(jobs.get(r, first)["supervisor_pid"], signal.SIGKILL)
+    wait_until(lambda: not procs.alive(jobs.get(r, first)["supervisor_pid"], jobs.get(r, first)["supervisor_started"]))
+    second = cli("spawn", "--json", "--", "true").json["job_id"]
+    wait_until(lambda: jobs.get(r, second)["state"] == "succeeded")
+    assert jobs.get(r, second)["supervisor_pid"] != jobs.get(r, first)["supervisor_pid"]
+
+
+def test_a_pool_has_its_own_limit_and_fifo_queue(r):
+    jobs.set_pool(r, "p", 1)
+    a = jobs.spawn(r, ["sleep", "0.5"], pool="p")
+    b = jobs.spawn(r, ["true"], pool="p")
+    outside = jobs.spawn(r, ["true"])
+    assert a["state"] == "running" and b["state"] == "queued", "the pool's one slot is taken"
+    wait_until(lambda: jobs.get(r, outside["job_id"])["state"] == "succeeded")
+    assert jobs.get(r, b["job_id"])["state"] == "queued", "a job outside the pool did not free the pool's slot"
+    wait_until(lambda: jobs.get(r, b["job_id"])["state"] == "succeeded")
+    assert jobs.get(r, b["job_id"])["started_at"] >= jobs.get(r, a["job_id"])["ended_at"]
+    with pytest.raises(AgentkitError) as err:
+        jobs.set_pool(r, "p", 0)
+    assert err.value.code == ExitCode.USAGE
+
+
+def test_a_job_that_keeps_its_claim_leaves_it_for_its_spawner(r, cli):
+    cli("task", "add", "a")
+    claim = claims.claim(r, agent="me")
+    job = jobs.spawn(r, ["false"], claim_id=claim["claim_id"], keep_claim=True)
+    wait_until(lambda: jobs.get(r, job["job_id"])["state"] == "failed")
+    assert claims.is_active(r, claim["claim_id"]), "the spawner settles it"
+    assert cli("task", "show", "1", "--json").json["status"] == "in_progress"

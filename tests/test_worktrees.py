@@ -402,3 +402,38 @@ def test_cleanup_stale_needs_at_least_a_day(repo, cli):
     cli("worktree", "new", "fresh")
     res = cli("worktree", "cleanup", "--stale", "0", "--dry-run", "--json")
     assert res.code == ExitCode.USAGE
+
+
+def test_recycle_moves_a_clean_worktree_to_the_next_task_keeping_its_slot(repo, cli):
+    from agentkit import worktrees
+    from agentkit.repo import Repo
+
+    old = cli("worktree", "new", "task-1-a", "--json").json
+    (Path(old["path"]) / "a.txt").write_text("a\n")
+    git(Path(old["path"]), "add", "a.txt")
+    git(Path(old["path"]), "commit", "-qm", "a")
+    r = Repo(repo)
+    base = git(repo, "rev-parse", "HEAD")
+    from agentkit import redis
+
+    redis.client(old["redis_url"]).set("left", "over")
+    new = worktrees.recycle(r, "task-1-a", "task-2-b", base)
+    assert new["slug"] == "task-2-b" and new["redis_db"] == old["redis_db"] and new["ports"] == old["ports"]
+    assert Path(new["path"]).is_dir() and not Path(old["path"]).exists()
+    assert git(Path(new["path"]), "rev-parse", "--abbrev-ref", "HEAD") == "agent/task-2-b"
+    assert git(Path(new["path"]), "rev-parse", "HEAD") == base and not (Path(new["path"]) / "a.txt").exists()
+    assert git(repo, "rev-parse", "agent/task-1-a") != base, "the old task's branch and its commit are kept"
+    assert redis.client(new["redis_url"]).dbsize() == 0, "its slot was flushed"
+    assert "AGENTKIT_SLUG=task-2-b" in Path(new["env_file"]).read_text()
+    listed = {w["slug"]: w for w in cli("worktree", "list", "--json").json["worktrees"]}
+    assert set(listed) == {"task-2-b"} and listed["task-2-b"]["status"] == "active"
+    (Path(new["path"]) / "wip.txt").write_text("not committed\n")
+    from agentkit.errors import AgentkitError
+
+    try:
+        worktrees.recycle(r, "task-2-b", "task-3-c", base)
+        raise AssertionError("a dirty worktree must not be recycled")
+    except AgentkitError as exc:
+        assert exc.code == 7 and "uncommitted" in exc.message
+    assert (Path(new["path"]) / "wip.txt").exists()
+    r.close()
