@@ -20,6 +20,7 @@ WAKE_EVERY_S = 0.005  # how often the loop looks for a commit by another process
 REFRESH_EVERY_S = 2.0  # how often running jobs' executors are asked whether their runners live
 DUMP_EVERY_S = 30.0  # a state dump in the debug log
 TAIL_EVERY_S = 0.1  # how often agents' new output lines become `log` events
+HELPERS = 2  # threads that start agents beside the loop
 
 
 @dataclass
@@ -95,6 +96,14 @@ class Run:
         self.run_id: int | None = None
         self.log = logging.getLogger(f"agentkit.run.{os.getpid()}.{id(self)}")
         self.log_path: Path | None = None
+        import threading
+        from concurrent.futures import ThreadPoolExecutor
+
+        # coding agents are started (worktree, prompt, job) by helper threads, each with its own Repo: the loop
+        # goes on settling ended agents meanwhile, and git's processes of two starts overlap
+        self.helpers = ThreadPoolExecutor(max_workers=HELPERS, thread_name_prefix="agentkit-run")
+        self._local = threading.local()
+        self._thread_repos: list = []
 
     def request_stop(self) -> None:
         """Stop claiming; the loop then kills the agents and releases their claims (safe in a signal handler)."""
@@ -272,25 +281,24 @@ class Run:
     def _base_commit(self) -> str:
         return integration.head(self.repo, self.opts.into) if self.opts.into else self.base
 
-    def _workspace(self, slug: str) -> dict:
-        """The worktree `slug` at the current base: made, or (a retry) the same one started over."""
-        base = self._base_commit()
-        row = worktrees.find(self.repo, slug)
+    def _workspace(self, repo, slug: str, base: str, spare: str | None = None) -> tuple[dict, bool]:
+        """The worktree `slug` at `base`: a spare one recycled, a new one, or (a retry) the same one started
+        over; and whether a new one was made (the band changed)."""
+        row = worktrees.find(repo, slug)
         if row is None or not Path(row["path"]).is_dir():
             if row is not None:
-                worktrees.remove(self.repo, slug, force=True)
-            while self.spares:  # a passed task's worktree, moved and reset: cheaper than remove + new
+                worktrees.remove(repo, slug, force=True)
+            if spare is not None:  # a passed task's worktree, moved and reset: cheaper than remove + new
                 try:
-                    return {**worktrees.recycle(self.repo, self.spares.pop(), slug, base), "base": base}
+                    return {**worktrees.recycle(repo, spare, slug, base), "base": base}, False
                 except AgentkitError as exc:
-                    self.log.info("could not recycle a worktree for %s: %s", slug, exc.message)
-            made = worktrees.new(self.repo, slug, base=base)
-            self._capacity_update()
-            if git.rev(f"refs/heads/{made['branch']}", self.repo.root) == base:
-                return {**made, "base": base}
+                    self.log.info("could not recycle %s for %s: %s", spare, slug, exc.message)
+            made = worktrees.new(repo, slug, base=base)
+            if git.rev(f"refs/heads/{made['branch']}", repo.root) == base:
+                return {**made, "base": base}, True
         # a retry, or a branch kept from an earlier attempt: started over at the base, its work saved first
-        worktrees.reset(self.repo, slug, base)
-        return {**worktrees.get(self.repo, slug), "base": base}
+        worktrees.reset(repo, slug, base)
+        return {**worktrees.get(repo, slug), "base": base}, row is None
 
     def _capacity_update(self) -> None:
         from agentkit import capacity
@@ -299,26 +307,70 @@ class Run:
         self._emit("capacity_update", None, current=band.get("current"), used=band.get("used"),
                    ceiling=band.get("ceiling"))
 
-    def _spawn(self, row: dict, kind: str, wt: dict, values: dict, claim_id: str | None, extra_env: dict) -> dict:
+    def _prepare(self, repo, row: dict, kind: str, slug: str, base: str, spare: str | None, prompt, values: dict,
+                 claim_id: str | None, extra_env: dict) -> dict:
+        """Make the agent's worktree, write its prompt and submit its job, with `repo` (this thread's own):
+        the slow part of starting an agent, done beside the loop. `prompt(repo, wt)` gives the prompt's text."""
+        wt, made = self._workspace(repo, slug, base, spare)
+        path = prompts.write(wt["path"], prompt(repo, wt))
+        values = {**values, "prompt_file": str(path), "worktree": wt["path"]}
         argv = self.preset.command(kind, values)
         timeout = self.opts.init_timeout if kind == "init" else self.opts.timeout
         env = [f"{k}={v}" for k, v in {"AGENTKIT_RUN_ID": self.run_id, "AGENTKIT_AGENT_KIND": kind,
-                                        "AGENTKIT_PROMPT_FILE": values["prompt_file"], **extra_env}.items()]
-        job = jobs.spawn(self.repo, argv, name=row["name"], worktree=wt["slug"], claim_id=claim_id, timeout=timeout,
+                                        "AGENTKIT_PROMPT_FILE": path, **extra_env}.items()]
+        job = jobs.spawn(repo, argv, name=row["name"], worktree=wt["slug"], claim_id=claim_id, timeout=timeout,
                          env=env, executor=self.opts.executor,
                          pool=CODING_POOL if kind != "testing" else self.testing_pool, keep_claim=True)
-        with self.repo.store.tx() as conn:
+        with repo.store.tx() as conn:
             conn.execute("UPDATE run_agents SET job_id = ?, worktree = ?, branch = ? WHERE agent_id = ?",
                          (job["job_id"], wt["slug"], wt["branch"], row["agent_id"]))
+        return {"job": job, "wt": wt, "argv": argv, "made": made}
+
+    def _started(self, row: dict, kind: str, done: dict) -> None:
+        """An agent's job is submitted: the loop tracks it from here."""
+        job, wt = done["job"], done["wt"]
         row.update(job_id=job["job_id"], worktree=wt["slug"], branch=wt["branch"])
-        self.agents[row["agent_id"]] = row
+        if done["made"]:
+            self._capacity_update()
         self._emit("agent_update", str(job["job_id"]), state="working" if job["state"] == "running" else "queued",
                    kind=kind, task_id=row["task_id"], agent=row["name"], attempt=row["attempt"],
-                   worktree=wt["slug"], command=argv)
-        return job
+                   worktree=wt["slug"], command=done["argv"])
+        if kind == "coding":
+            self._emit("feature_update", str(row["task_id"]), status="in_progress", name=row["task_name"],
+                       attempt=row["attempt"])
+        self.log.info("%s agent %s: task %s attempt %s in %s (job %s)", kind, row["name"], row["task_id"],
+                      row["attempt"], wt["slug"], job["job_id"])
+
+    def _not_started(self, row: dict, exc: AgentkitError) -> None:
+        self._give_back(row, f"could not start its agent: {exc.message}")
+        self._mark_settled(row, "not started", exc.message)
+
+    def _thread_repo(self):
+        if getattr(self._local, "repo", None) is None:
+            from agentkit.repo import Repo
+
+            self._local.repo = Repo(self.repo.root)
+            self._thread_repos.append(self._local.repo)
+        return self._local.repo
+
+    def _collect(self) -> int:
+        """Agents whose preparation (in a helper thread) ended: tracked, or their claims given back."""
+        done = 0
+        for row in [a for a in self.agents.values() if a.get("_future") is not None and a["_future"].done()]:
+            future = row.pop("_future")
+            done += 1
+            try:
+                self._started(row, row["kind"], future.result())
+            except AgentkitError as exc:
+                self._not_started(row, exc)
+                if exc.code == ExitCode.USAGE or not self.agents:  # nothing else runs: the run cannot go on
+                    raise
+                self._emit("run.warning", str(self.run_id), message=f"could not start an agent: {exc.message}",
+                           hint=exc.hint)
+        return done
 
     def _start_coding(self) -> bool:
-        """Claim the best ready task and start an agent on it; False when none is ready."""
+        """Claim the best ready task and have a helper thread start an agent on it; False when none is ready."""
         try:
             claim = claims.claim(self.repo, agent=self._claim_name("coding"))
         except AgentkitError as exc:
@@ -327,38 +379,36 @@ class Run:
             raise
         task = claim["task"]
         row = self._new_agent("coding", task["id"], claim, task["attempts"] + 1)
-        try:
-            wt = self._workspace(claim["worktree"])
-            deps = self._deps_delivered(task)
-            text = prompts.coding(task, deps, row["attempt"], task.get("reason"), self.opts.into)
-            prompt = prompts.write(wt["path"], text)
-            values = {"task_id": task["id"], "task_name": task["name"], "prompt_file": str(prompt),
-                      "worktree": wt["path"], "claim_id": claim["claim_id"], "model": self.opts.model,
-                      "attempt": row["attempt"]}
-            self._spawn(row, "coding", wt, values, claim["claim_id"],
-                        {"AGENTKIT_TASK_ID": task["id"], "AGENTKIT_CLAIM_ID": claim["claim_id"],
-                         "AGENTKIT_FENCE": claim["fence"]})
-        except AgentkitError as exc:
-            self._give_back(row, f"could not start its agent: {exc.message}")
-            self._mark_settled(row, "not started", exc.message)
-            raise
-        self.log.info("coding agent %s: task %s (%s) attempt %s in %s", row["name"], task["id"], task["name"],
-                      row["attempt"], wt["slug"])
-        self._emit("feature_update", str(task["id"]), status="in_progress", name=task["name"],
-                   attempt=row["attempt"])
+        row["task_name"] = task["name"]
+        base = self._base_commit()
+        # a retry has its worktree still; a first attempt takes a spare one if there is one
+        spare = self.spares.pop() if self.spares and worktrees.find(self.repo, claim["worktree"]) is None else None
+
+        def prompt(repo, wt):
+            return prompts.coding(task, self._deps_delivered(repo, task), row["attempt"], task.get("reason"),
+                                  self.opts.into)
+
+        values = {"task_id": task["id"], "task_name": task["name"], "claim_id": claim["claim_id"],
+                  "model": self.opts.model, "attempt": row["attempt"]}
+        extra = {"AGENTKIT_TASK_ID": task["id"], "AGENTKIT_CLAIM_ID": claim["claim_id"],
+                 "AGENTKIT_FENCE": claim["fence"]}
+        self.agents[row["agent_id"]] = row
+        row["_future"] = self.helpers.submit(lambda: self._prepare(self._thread_repo(), row, "coding",
+                                                                   claim["worktree"], base, spare, prompt, values,
+                                                                   claim["claim_id"], extra))
         return True
 
-    def _deps_delivered(self, task: dict) -> list[dict]:
+    def _deps_delivered(self, repo, task: dict) -> list[dict]:
         out = []
-        for dep_id in task.get("depends_on") or tasks.show(self.repo, task["id"])["depends_on"]:
+        for dep_id in task.get("depends_on") or tasks.show(repo, task["id"])["depends_on"]:
             try:
-                dep = tasks.show(self.repo, dep_id)
+                dep = tasks.show(repo, dep_id)
             except AgentkitError:
                 continue
-            note = self.repo.store.rows("SELECT note FROM run_agents WHERE task_id = ? AND kind = 'coding' AND "
-                                        "outcome = 'pass' ORDER BY agent_id DESC LIMIT 1", (dep_id,))
+            note = repo.store.rows("SELECT note FROM run_agents WHERE task_id = ? AND kind = 'coding' AND "
+                                   "outcome = 'pass' ORDER BY agent_id DESC LIMIT 1", (dep_id,))
             commit = json.loads(note[0]["note"] or "{}").get("commit") if note else None
-            files = integration.files_of(self.repo, commit) if commit and self.opts.into else []
+            files = integration.files_of(repo, commit) if commit and self.opts.into else []
             out.append({"id": dep_id, "name": dep["name"], "status": dep["status"], "files": files})
         return out
 
@@ -371,31 +421,30 @@ class Run:
             raise
         claim = picked["claims"][0]
         row = self._new_agent("testing", claim["task_id"], claim, None)
+        slug = self.free_testing.pop() if self.free_testing else f"run-testing-{row['agent_id']}"
+        values = {"task_id": claim["task_id"], "task_name": claim["task"]["name"], "claim_id": claim["claim_id"],
+                  "model": self.opts.model, "attempt": 1}
         try:
-            slug = self.free_testing.pop() if self.free_testing else f"run-testing-{row['agent_id']}"
-            wt = self._workspace(slug)
-            prompt = prompts.write(wt["path"], prompts.testing([c["task"] for c in picked["claims"]]))
-            values = {"task_id": claim["task_id"], "task_name": claim["task"]["name"], "prompt_file": str(prompt),
-                      "worktree": wt["path"], "claim_id": claim["claim_id"], "model": self.opts.model, "attempt": 1}
-            self._spawn(row, "testing", wt, values, claim["claim_id"],
-                        {"AGENTKIT_TASK_ID": claim["task_id"], "AGENTKIT_CLAIM_ID": claim["claim_id"]})
+            done = self._prepare(self.repo, row, "testing", slug, self._base_commit(), None,
+                                 lambda repo, wt: prompts.testing([c["task"] for c in picked["claims"]]), values,
+                                 claim["claim_id"], {"AGENTKIT_TASK_ID": claim["task_id"],
+                                                     "AGENTKIT_CLAIM_ID": claim["claim_id"]})
         except AgentkitError as exc:
-            self._give_back(row, f"could not start its agent: {exc.message}")
-            self._mark_settled(row, "not started", exc.message)
+            self._not_started(row, exc)
             raise
+        self.agents[row["agent_id"]] = row
+        self._started(row, "testing", done)
         self.testing_credits -= 1
-        self.log.info("testing agent %s: re-verifies task %s in %s", row["name"], claim["task_id"], wt["slug"])
         return True
 
     def _start_init(self) -> None:
         row = self._new_agent("init", None, None, 1)
-        wt = self._workspace("agentkit-init")
         spec = Path(self.opts.spec).read_text() if self.opts.spec else None
-        prompt = prompts.write(wt["path"], prompts.init(spec))
-        values = {"task_id": "", "task_name": "", "prompt_file": str(prompt), "worktree": wt["path"],
-                  "claim_id": "", "model": self.opts.model, "attempt": 1}
-        self._spawn(row, "init", wt, values, None, {})
-        self.log.info("initializer %s started in %s", row["name"], wt["slug"])
+        values = {"task_id": "", "task_name": "", "claim_id": "", "model": self.opts.model, "attempt": 1}
+        done = self._prepare(self.repo, row, "init", "agentkit-init", self._base_commit(), None,
+                             lambda repo, wt: prompts.init(spec), values, None, {})
+        self.agents[row["agent_id"]] = row
+        self._started(row, "init", done)
 
     # ---- settling ended agents ------------------------------------------------------------------------------
 
@@ -566,9 +615,11 @@ class Run:
     def _settle_ended(self) -> int:
         if not self.agents:
             return 0
-        states = jobs.get_many(self.repo, [a["job_id"] for a in self.agents.values()])
+        states = jobs.get_many(self.repo, [a["job_id"] for a in self.agents.values() if a["job_id"] is not None])
         ended = 0
         for row in list(self.agents.values()):
+            if row["job_id"] is None:  # still being started by a helper thread
+                continue
             job = states.get(row["job_id"])
             if job is None:  # pruned by hand meanwhile
                 self._give_back(row, "its job record is gone")
@@ -614,7 +665,8 @@ class Run:
 
     def _heartbeat_queued(self) -> None:
         """A queued agent's claim is renewed by the run (a running one's by its supervisor)."""
-        found = jobs.get_many(self.repo, [a["job_id"] for a in self.agents.values() if a.get("claim_id")])
+        found = jobs.get_many(self.repo, [a["job_id"] for a in self.agents.values() if a.get("claim_id")
+                                          and a["job_id"] is not None])
         queued = {job_id for job_id, job in found.items() if job["state"] == "queued"}
         for row in self.agents.values():
             if row["job_id"] in queued:
@@ -633,6 +685,8 @@ class Run:
         try:
             return self._execute()
         finally:
+            self.helpers.shutdown(wait=True)
+            self._thread_repos.clear()  # a connection closes in its own thread only: these go with the threads
             if hasattr(self, "_hold"):
                 self._hold.close()
             for handler in list(self.log.handlers):
@@ -653,7 +707,7 @@ class Run:
             if now >= next_tail:
                 self._tail_logs()
                 next_tail = now + TAIL_EVERY_S
-            settled = self._settle_ended()
+            settled = self._collect() + self._settle_ended()
             if self.stop_requested:
                 break
             started = 0
@@ -671,7 +725,7 @@ class Run:
                 break
             now = time.monotonic()
             if now >= next_refresh:
-                jobs.refresh(self.repo, [a["job_id"] for a in self.agents.values()])
+                jobs.refresh(self.repo, [a["job_id"] for a in self.agents.values() if a["job_id"] is not None])
                 next_refresh = now + REFRESH_EVERY_S
             if now >= next_beat:
                 self._heartbeat_queued()
@@ -709,6 +763,8 @@ class Run:
 
     def _shutdown(self) -> None:
         """Ctrl-C or SIGTERM: stop claiming, kill the agents' trees, release their claims (no attempt burned)."""
+        self.helpers.shutdown(wait=True)  # agents being started are started, then stopped with the others
+        self._collect()
         ids = [a["job_id"] for a in self.agents.values() if a.get("job_id")]
         self.log.info("stopping: killing jobs %s", ids)
         if ids:

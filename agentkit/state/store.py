@@ -128,6 +128,10 @@ def open_store(paths: Paths) -> Store:
         conn = sqlite3.connect(paths.db, timeout=30, isolation_level=None)
         conn.row_factory = sqlite3.Row
         conn.execute("PRAGMA busy_timeout = 30000")
+        # WAL with synchronous=NORMAL: a commit survives any process crash (kill -9 included) and the database
+        # stays consistent; only an OS crash or power loss may roll back the last commits. FULL would fsync on
+        # every commit: 250 µs instead of 7 on this machine's disk, under the write lock everyone queues on.
+        conn.execute("PRAGMA synchronous = NORMAL")
         version = _version(conn)
         if version < SCHEMA_VERSION:
             with named_lock(paths.agents, "migrate"):
