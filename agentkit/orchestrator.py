@@ -20,7 +20,7 @@ WAKE_EVERY_S = 0.005  # how often the loop looks for a commit by another process
 REFRESH_EVERY_S = 2.0  # how often running jobs' executors are asked whether their runners live
 DUMP_EVERY_S = 30.0  # a state dump in the debug log
 TAIL_EVERY_S = 0.1  # how often agents' new output lines become `log` events
-HELPERS = 2  # threads that start agents beside the loop
+HELPERS = 4  # threads that start agents beside the loop (their git processes overlap)
 
 
 @dataclass
@@ -579,6 +579,17 @@ class Run:
             return ("conflict" if merged and merged.get("conflicts") is not None else "fail"), note
         return "pass", note
 
+    def _trim_spares(self) -> bool:
+        """With nothing else to do, remove one spare worktree more than the open tasks can still use, so the
+        run's end has little left to tear down. True if it removed one."""
+        if not self.spares:
+            return False
+        counts = tasks.status(self.repo)["counts"]
+        if len(self.spares) <= counts.get("pending", 0) + counts.get("failing", 0):
+            return False
+        self._release_worktree(self.spares.pop(0), None)
+        return True
+
     def _release_worktree(self, slug: str, job: dict | None) -> None:
         try:
             worktrees.remove(self.repo, slug, released_by=f"job {job['job_id']}" if job else None)
@@ -733,7 +744,7 @@ class Run:
             if now >= next_dump:
                 self._dump()
                 next_dump = now + DUMP_EVERY_S
-            if not (started or settled):
+            if not (started or settled) and not self._trim_spares():
                 self._wait(min(1.0, max(next_tail - time.monotonic(), WAKE_EVERY_S)))
         if self.stop_requested:
             self._shutdown()
