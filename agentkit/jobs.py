@@ -51,6 +51,13 @@ def get(repo, job_id: int) -> dict:
     return _get(repo.store.conn, job_id)
 
 
+def named(repo, name: str) -> dict | None:
+    """The newest job registered under `name` (a spawner that died before noting the id finds its job so)."""
+    row = repo.store.conn.execute("SELECT * FROM jobs WHERE name = ? ORDER BY job_id DESC LIMIT 1",
+                                  (name,)).fetchone()
+    return _job(row) if row else None
+
+
 def get_many(repo, job_ids: list[int]) -> dict[int, dict]:
     """The jobs among `job_ids` that exist, by id (one query)."""
     if not job_ids:

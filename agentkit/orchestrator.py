@@ -204,9 +204,16 @@ class Run:
                 self._give_back({"claim_id": claim_id}, "its run died before starting its agent")
         for row in self.repo.store.rows("SELECT * FROM run_agents WHERE settled_at IS NULL ORDER BY agent_id"):
             if row["job_id"] is None:
-                self._give_back(row, "its run died before starting it")
-                self._mark_settled(row, "not started")
-                continue
+                job = jobs.named(self.repo, row["name"])  # its run died between submitting it and noting it
+                if job is None:
+                    self._give_back(row, "its run died before starting it")
+                    self._mark_settled(row, "not started")
+                    continue
+                row["job_id"], row["worktree"] = job["job_id"], job["worktree"]
+                row["branch"] = (worktrees.find(self.repo, job["worktree"]) or {}).get("branch")
+                with self.repo.store.tx() as conn:
+                    conn.execute("UPDATE run_agents SET job_id = ?, worktree = ?, branch = ? WHERE agent_id = ?",
+                                 (row["job_id"], row["worktree"], row["branch"], row["agent_id"]))
             self.agents[row["agent_id"]] = row
             self.log.info("adopted agent %s (job %s, task %s) of run %s", row["name"], row["job_id"],
                           row["task_id"], row["run_id"])
@@ -285,6 +292,9 @@ class Run:
         """The worktree `slug` at `base`: a spare one recycled, a new one, or (a retry) the same one started
         over; and whether a new one was made (the band changed)."""
         row = worktrees.find(repo, slug)
+        if row is None and (worktrees.root_dir(repo) / slug).is_dir():  # left unrecorded by a killed run
+            worktrees.up(repo, slug)
+            row = worktrees.find(repo, slug)
         if row is None or not Path(row["path"]).is_dir():
             if row is not None:
                 worktrees.remove(repo, slug, force=True)

@@ -388,3 +388,33 @@ def register_presets(register):
     shown = cli("task", "show", "1", "--json").json
     assert shown["usage"] == {"input_tokens": 200, "output_tokens": 30, "cost_usd": 0.5, "agents": 2}
     assert "2 agent run(s), 200 tokens in, 30 out, $0.5000" in cli("task", "show", "1").out
+
+
+def test_kill_9_of_the_run_at_random_moments_loses_nothing_and_runs_no_task_twice(repo, plan, chaos_rounds):
+    import random
+
+    specs = [(f"t{i}", [i - 4] if i > 4 else []) for i in range(1, 11)]
+    entries = [{"id": i, "name": n, "depends_on": d} for i, (n, d) in enumerate(specs, 1)]
+    (repo.parent / "tasks.json").write_text(json.dumps(entries))
+    subprocess.run([sys.executable, "-m", "agentkit.cli", "task", "import", str(repo.parent / "tasks.json")],
+                   cwd=repo, check=True, capture_output=True)
+    plan.set({"*": {"sleep": 0.3}} | {n: {"sleep": 0.3, "write": {f"{n}.txt": n}} for n, _ in specs})
+    cmd = [sys.executable, "-m", "agentkit.cli", "run", "-c", "3", "--yolo", "--agent-cmd", plan.coding]
+    rng = random.Random(15)
+    for _ in range(chaos_rounds(4)):
+        proc = subprocess.Popen(cmd, cwd=repo, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(rng.uniform(0.05, 1.2))
+        proc.kill()
+        proc.wait()
+    final = subprocess.run(cmd, cwd=repo, capture_output=True, text=True, timeout=180)
+    assert final.returncode == 0, final.stderr
+    spans: dict[str, list] = {}
+    for r in plan.records():
+        spans.setdefault(r["task"], []).append(r)
+    for name, recs in spans.items():
+        starts = [r for r in recs if r["event"] == "start"]
+        assert len(starts) == 1, f"{name} ran {len(starts)} times: adopted agents are not started again"
+    assert set(spans) == {n for n, _ in specs}
+    files = set(git(repo, "ls-tree", "--name-only", "agentkit/integration").split())
+    assert {f"{n}.txt" for n, _ in specs} <= files, "every passed task's work was merged"
+    wait_until(lambda: not _agent_pids(plan), timeout=20)
