@@ -88,6 +88,7 @@ class Run:
         self.testing_credits = 0
         self.paused_until: dict[str, float] = {}  # preset -> no new agent of it before
         self.login: dict | None = None
+        self.init_ran = False
         self.integrated: list[dict] = []
         self.free_testing: list[str] = []  # testing worktrees to reuse
         self.spares: list[str] = []  # passed tasks' clean worktrees, recycled for the next tasks
@@ -322,6 +323,8 @@ class Run:
         """Make the agent's worktree, write its prompt and submit its job, with `repo` (this thread's own):
         the slow part of starting an agent, done beside the loop. `prompt(repo, wt)` gives the prompt's text."""
         wt, made = self._workspace(repo, slug, base, spare)
+        if extra_env:  # the env file names the agent's task, claim and fence too, for whatever sources it
+            worktrees.write_env(repo, wt["slug"], {"AGENTKIT_RUN_ID": self.run_id, **extra_env})
         path = prompts.write(wt["path"], prompt(repo, wt))
         values = {**values, "prompt_file": str(path), "worktree": wt["path"]}
         argv = self.preset.command(kind, values)
@@ -448,6 +451,7 @@ class Run:
         return True
 
     def _start_init(self) -> None:
+        self.init_ran = True
         row = self._new_agent("init", None, None, 1)
         spec = Path(self.opts.spec).read_text() if self.opts.spec else None
         values = {"task_id": "", "task_name": "", "claim_id": "", "model": self.opts.model, "attempt": 1}
@@ -814,6 +818,10 @@ class Run:
             code, why = INTERRUPTED, "stopped: agents killed, their claims released"
         elif self.login:
             code, why = int(ExitCode.FAILED), f"agents not logged in: {self.login['hint']}"
+        elif status["total"] == 0:
+            code = int(ExitCode.NOTHING_READY)
+            why = ("the initializer created no tasks" if self.init_ran else
+                   "the task graph is empty: add tasks (`agentkit task import FILE`) or give --init-cmd")
         elif status["remaining"] == 0:
             code, why = int(ExitCode.OK), "every task passing"
         elif dead:

@@ -87,14 +87,24 @@ def describe(repo, row: dict, base_url: str | None, status: str) -> dict:
             "ports": ports, "env_file": row.get("env_file"), "status": status}
 
 
-def _write_env(repo, wt: dict) -> None:
+def write_env(repo, slug: str, extra: dict) -> dict:
+    """Rewrite a worktree's env file with `extra` pairs after agentkit's own (`agentkit run` adds the agent's task,
+    claim and fence); `up` writes it again without them."""
+    row = get(repo, slug)
+    wt = describe(repo, row, redis.url(repo), "active")
+    _write_env(repo, wt, extra)
+    return wt
+
+
+def _write_env(repo, wt: dict, extra: dict | None = None) -> None:
     env = {"AGENTKIT_SLUG": wt["slug"], "AGENTKIT_WORKTREE": wt["path"], "AGENTKIT_BRANCH": wt["branch"],
            "REDIS_URL": wt["redis_url"], "REDIS_DB": str(wt["redis_db"])}
     if wt["ports"]:
         env.update(PORT=str(wt["ports"][0]), PORT_BASE=str(wt["ports"][0]),
                    PORT_RANGE=f"{wt['ports'][0]}-{wt['ports'][-1]}")
-    for extra in reversed(repo.hook.worktree_env(worktree=wt, config=repo.config)):  # the first answer wins
-        env.update({k: str(v) for k, v in (extra or {}).items()})
+    for answer in reversed(repo.hook.worktree_env(worktree=wt, config=repo.config)):  # the first answer wins
+        env.update({k: str(v) for k, v in (answer or {}).items()})
+    env.update({k: str(v) for k, v in (extra or {}).items()})
     lines = [f"# written by agentkit for worktree {wt['slug']}; `agentkit worktree up {wt['slug']}` rewrites it"]
     lines += [f"{k}={v}" for k, v in env.items()]
     atomic_write(Path(wt["env_file"]), "\n".join(lines) + "\n", mode=0o600)  # REDIS_URL may carry a password

@@ -163,7 +163,8 @@ def test_nothing_can_progress_exits_4_with_the_diagnosis(cli, plan):
 
 def test_an_agent_reports_its_outcome_itself(cli, plan):
     add_tasks(cli, [("says-pass", []), ("says-fail", [])])
-    plan.set({"says-pass": {"report": "pass", "exit": 1}, "says-fail": {"report": "fail", "exit": 0}})
+    plan.set({"says-pass": {"report": "pass", "exit": 1, "env_file_matches": True},
+              "says-fail": {"report": "fail", "exit": 0, "env_file_matches": True}})
     res = run(cli, plan, "--yolo", "--max-attempts", "1")
     assert res.code == 1, res.err
     by_name = tasks_by_name(cli)
@@ -418,3 +419,53 @@ def test_kill_9_of_the_run_at_random_moments_loses_nothing_and_runs_no_task_twic
     files = set(git(repo, "ls-tree", "--name-only", "agentkit/integration").split())
     assert {f"{n}.txt" for n, _ in specs} <= files, "every passed task's work was merged"
     wait_until(lambda: not _agent_pids(plan), timeout=20)
+
+
+def test_on_a_terminal_the_live_status_shows_and_the_summary_stays(repo, plan):
+    import pty
+
+    subprocess.run([sys.executable, "-m", "agentkit.cli", "task", "add", "a"], cwd=repo, check=True,
+                   capture_output=True)
+    plan.set({"*": {"sleep": 1.0}})
+    leader, follower = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "agentkit.cli", "run", "--yolo", "--agent-cmd", plan.coding],
+                            cwd=repo, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=follower,
+                            env={**os.environ, "TERM": "xterm", "COLUMNS": "120"})
+    os.close(follower)
+    seen = b""
+    while True:
+        try:
+            chunk = os.read(leader, 4096)
+        except OSError:  # the run closed the terminal: it ended
+            break
+        if not chunk:
+            break
+        seen += chunk
+    assert proc.wait(timeout=60) == 0
+    text = seen.decode(errors="replace")
+    assert "agents (1)" in text and "coding" in text, "the live table showed the running agent"
+    assert "every task passing" in text and "Traceback" not in text
+
+
+def test_an_initializer_plans_an_empty_graph_first_then_its_tasks_run(cli, plan, repo):
+    py = sys.executable
+    init = (f"sh -c '{py} -m agentkit.cli task add schema && {py} -m agentkit.cli task add api --dep 1 && "
+            "echo plan > PLAN.md && git add PLAN.md && git commit -qm plan'")
+    plan.set({"api": {"expect": ["PLAN.md"]}})
+    res = cli("run", "--init-cmd", init, "--agent-cmd", plan.coding, "--yolo", "--json")
+    assert res.code == 0, res.err
+    names = [t["name"] for t in cli("task", "list", "--json").json["tasks"]]
+    assert names == ["schema", "api"]
+    events = [json.loads(line) for line in res.out.splitlines()[:-1]]
+    first_coding = next(i for i, e in enumerate(events) if e["kind"] == "agent_update" and e["data"].get("kind")
+                        == "coding")
+    init_end = next(i for i, e in enumerate(events) if e["kind"] == "agent_update" and e["data"].get("kind")
+                    == "init" and e["data"]["state"] == "success")
+    assert init_end < first_coding, "nothing is claimed before the initializer ends"
+    assert "PLAN.md" in git(repo, "ls-tree", "--name-only", "agentkit/integration").split(), "its commit merged"
+
+
+def test_an_initializer_that_creates_nothing_ends_the_run_with_4(cli, plan):
+    res = cli("run", "--init-cmd", "true", "--agent-cmd", plan.coding, "--yolo")
+    assert res.code == 4, res.err
+    assert "Traceback" not in res.err

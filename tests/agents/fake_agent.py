@@ -37,6 +37,13 @@ def main() -> int:
 
 
 def act(how: dict, folder: Path, name: str, attempt: int) -> int:
+    if how.get("env_file_matches"):  # the worktree's env file names the same task, claim and fence as our env
+        pairs = dict(line.split("=", 1) for line in Path(".agent.env").read_text().splitlines() if "=" in line
+                     and not line.startswith("#"))
+        for key in ("AGENTKIT_TASK_ID", "AGENTKIT_CLAIM_ID", "AGENTKIT_FENCE"):
+            if pairs.get(key) != os.environ.get(key):
+                print(f"env file {key}={pairs.get(key)} but env {os.environ.get(key)}", flush=True)
+                return 4
     for path in how.get("expect", []):
         if not Path(path).exists():
             print(f"missing {path}", flush=True)
