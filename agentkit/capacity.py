@@ -78,10 +78,9 @@ def scale_in(repo) -> dict:
 # ---- the physical ceiling ------------------------------------------------------------------------
 
 def provisioners(repo) -> dict:
-    found: dict = {}
-    # pluggy calls plugins registered later first and built-ins last: the first registration of a name wins
-    repo.hook.register_provisioners(register=lambda name, fn: found.setdefault(name, fn))
-    return found
+    from agentkit.plugins import registered
+
+    return registered(repo.hook.register_provisioners)
 
 
 def _checked_target(repo, target: int | None) -> int:
@@ -96,11 +95,9 @@ def _checked_target(repo, target: int | None) -> int:
 def _provisioner(repo):
     """The restart function of redis.provisioner (default: managed, or command for an external Redis)."""
     name = repo.config["redis.provisioner"] or ("managed" if redis.is_managed(repo) else "command")
-    found = provisioners(repo)
-    if name not in found:
-        raise usage(f"unknown redis.provisioner {name!r}",
-                    f"choose one of: {', '.join(sorted(found))} (or install a plugin that adds one)")
-    return name, found[name]
+    from agentkit.plugins import pick
+
+    return name, pick(provisioners(repo), name, "redis.provisioner", " (or install a plugin that adds one)")
 
 
 def provision_plan(repo, target: int | None) -> dict:

@@ -68,16 +68,15 @@ def get_many(repo, job_ids: list[int]) -> dict[int, dict]:
 
 
 def executors(repo) -> dict:
-    found: dict = {}
-    repo.hook.register_executors(register=lambda name, ex: found.setdefault(name, ex))
-    return found
+    from agentkit.plugins import registered
+
+    return registered(repo.hook.register_executors)
 
 
 def _executor(repo, name: str):
-    found = executors(repo)
-    if name not in found:
-        raise usage(f"unknown executor {name!r}", f"choose one of: {', '.join(sorted(found))}")
-    return found[name]
+    from agentkit.plugins import pick
+
+    return pick(executors(repo), name, "executor")
 
 
 def exit_status(job: dict) -> int | None:

@@ -124,3 +124,19 @@ def describe() -> list[dict]:
         hooks = sorted(h.name for h in pm.get_hookcallers(plugin) or [])
         out.append({"name": name, "builtin": name in DEFAULT_PLUGINS, "hooks": hooks})
     return out
+
+
+def registered(hook) -> dict:
+    """What the implementations of a register-style hook (`register_executors`, `register_presets`, …) register,
+    by name. pluggy calls plugins registered later first and the built-ins last, so the first registration of a
+    name wins and a plugin can replace a built-in."""
+    found: dict = {}
+    hook(register=lambda name, obj: found.setdefault(name, obj))
+    return found
+
+
+def pick(found: dict, name: str, what: str, more: str = ""):
+    """`found[name]`, or a usage error (exit 2) that lists the names there are."""
+    if name not in found:
+        raise usage(f"unknown {what} {name!r}", f"choose one of: {', '.join(sorted(found))}{more}")
+    return found[name]

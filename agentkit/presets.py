@@ -30,17 +30,15 @@ def render(template: str, values: dict) -> list[str]:
 
 
 def all_presets(repo) -> dict:
-    found: dict = {}
-    repo.hook.register_presets(register=lambda name, preset: found.setdefault(name, preset))
-    return found
+    from agentkit.plugins import registered
+
+    return registered(repo.hook.register_presets)
 
 
 def get(repo, name: str):
-    found = all_presets(repo)
-    if name not in found:
-        raise usage(f"unknown agent preset {name!r}", f"choose one of: {', '.join(sorted(found))}, "
-                    "or give --agent-cmd TEMPLATE")
-    return found[name]
+    from agentkit.plugins import pick
+
+    return pick(all_presets(repo), name, "agent preset", ", or give --agent-cmd TEMPLATE")
 
 
 def check_binary(preset, name: str) -> None:
