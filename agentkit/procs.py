@@ -178,8 +178,9 @@ class Tree:
         return self.leader
 
     def processes(self, under: int | None = None, everywhere: bool = True) -> list:
-        """The job's live processes. Without `everywhere`, only those in its session or cgroup or below
-        `under` are looked at, which spares reading every process's environment."""
+        """The job's live processes. Without `everywhere`, only those in its cgroup or below `under` (the job's
+        subreaper, which every orphan of the job is re-parented to), or with no `under` in its session or
+        cgroup, are looked at: that spares reading every process on the machine."""
         import psutil
 
         spared = self.spare() | {os.getpid()}
@@ -191,12 +192,21 @@ class Tree:
             return token == self.token or (token is None and marked)
 
         found = {}
-        for proc in psutil.process_iter():
-            if proc.pid in spared:
-                continue
-            marked = proc.pid in in_group or (session is not None and _in_session(proc.pid, session))
-            if (marked or everywhere) and ours(proc, marked):
-                found[proc.pid] = proc
+        if everywhere or under is None:
+            for proc in psutil.process_iter():
+                if proc.pid in spared:
+                    continue
+                marked = proc.pid in in_group or (session is not None and _in_session(proc.pid, session))
+                if (marked or everywhere) and ours(proc, marked):
+                    found[proc.pid] = proc
+        else:  # `under` is the job's subreaper: what its session left is below it, or in its cgroup
+            for pid in in_group - spared:
+                try:
+                    proc = psutil.Process(pid)
+                except psutil.Error:
+                    continue
+                if ours(proc, True):
+                    found[pid] = proc
         queue = list(found.values())
         if under is not None:
             try:
