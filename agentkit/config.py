@@ -195,14 +195,14 @@ def _coerce(key: str, value: Any, source: str) -> Any:
 
 def _read_toml(path: Path) -> dict | None:
     """A TOML file's tables, or None when there is no such file."""
-    import tomllib
-
     try:
         raw = path.read_bytes()
     except (FileNotFoundError, NotADirectoryError):
         return None
     except OSError as exc:
         raise os_failure(exc, f"config file {path}", ExitCode.USAGE) from exc
+    import tomllib  # only when there is a file: most commands (and every supervisor) run without one
+
     try:
         return tomllib.loads(raw.decode("utf-8"))
     except UnicodeDecodeError as exc:

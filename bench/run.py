@@ -5,6 +5,8 @@ Side by side in one run, on the same task graph (--tasks N, default 100; ids 1..
     floor       a plain Python loop: os.posix_spawnp of `sleep 0.2` for up to C ready tasks, os.waitpid(-1) for any
                 child, mark it done, spawn what became ready. No state, no worktrees, no polling: the least any
                 scheduler can take on this machine.
+    floor + wt  the same loop, each agent in a checkout of its own: `git worktree add` before its start and
+                `git worktree remove` after its end, in the loop: what isolation costs git alone.
     none        `agentkit run -c C --yolo --into none --agent-cmd 'sleep 0.2' --json`.
     integration `agentkit run -c C --yolo --json` (integration into agentkit/integration) with an agent that sleeps
                 0.2 s, then writes and commits a file of its own (`sh -c 'sleep 0.2; echo .. > f{task_id}.txt &&
@@ -137,6 +139,29 @@ def floor(graph: list[dict], c: int) -> dict:
         if os.waitstatus_to_exitcode(status) != 0:
             raise SystemExit(f"floor: {SLEEP} exited with {status}")
         done.add(running.pop(pid))
+    return {"wall": time.perf_counter() - t0, "starts": starts, "ends": ends, "ok": True}
+
+
+def floor_worktrees(graph: list[dict], c: int, repo: Path) -> dict:
+    """The floor plus what isolation costs git alone: each task's agent runs in a `git worktree add`ed checkout of
+    its own (made just before its start, removed after its end, by the loop itself)."""
+    deps = {t["id"]: set(t["depends_on"]) for t in graph}
+    todo, done, running = sorted(deps), set(), {}
+    starts, ends = [], []
+    t0 = time.perf_counter()
+    while todo or running:
+        for i in [i for i in todo if deps[i] <= done][:c - len(running)]:
+            path = repo.parent / f"{repo.name}-wt" / f"t{i}"
+            subprocess.run(["git", "worktree", "add", "-q", "-b", f"t{i}", str(path), "HEAD"], cwd=repo, check=True,
+                           env=ENV)
+            running[os.posix_spawnp(SLEEP[0], SLEEP, ENV)] = (i, path)
+            starts.append(time.time())
+            todo.remove(i)
+        pid, status = os.waitpid(-1, 0)
+        ends.append(time.time())
+        i, path = running.pop(pid)
+        subprocess.run(["git", "worktree", "remove", str(path)], cwd=repo, check=True, env=ENV)
+        done.add(i)
     return {"wall": time.perf_counter() - t0, "starts": starts, "ends": ends, "ok": True}
 
 
@@ -351,6 +376,14 @@ def main() -> int:
     t_all = time.perf_counter()
     with temp_dir("agentkit-bench-run-", args.keep, args.dir) as tmp:
         results["floor"] = figures([floor(graph, c) for _ in range(args.rounds)], n, c, ideal)
+        wt_rounds = []
+        for i in range(args.rounds):
+            repo = tmp / f"floor-wt-{i}" / "repo"
+            repo.mkdir(parents=True)
+            for git_args in (["init", "-q", "-b", "main"], ["commit", "-q", "--allow-empty", "-m", "init"]):
+                run(["git", *git_args], repo)
+            wt_rounds.append(floor_worktrees(graph, c, repo))
+        results["floor_wt"] = figures(wt_rounds, n, c, ideal)
         for i in range(args.rounds):
             for case in ("none", "integration"):
                 raw[case].append(agentkit_round(tmp / f"{case}-{i}" / "repo", graph, c, case == "integration"))
@@ -369,6 +402,7 @@ def main() -> int:
     print(f"\n  {'':<34} {'wall s':>6} {'ideal':>6} {'ratio':>7} {'ovh ms/t':>9} {'gap p50':>8} {'gap p90':>8}"
           "   (gap = freed slot -> next agent, ms)")
     print(row(f"floor (plain loop, -c {c})", results["floor"], ideal, None))
+    print(row("floor + a git worktree per task", results["floor_wt"], ideal, None))
     print(row(f"agentkit run -c {c} --into none", results["none"], ideal, GOALS["none"]))
     print(row(f"agentkit run -c {c} (integration)", results["integration"], ideal, GOALS["integration"]))
     print(row(f"reference (poll {args.ref_poll:g} s, cap {REF_CAP})", results["reference"], ideal, None))
