@@ -156,6 +156,10 @@ def register_executors(register):
       processes it stopped, if known. A job that ends after agentkit asked for its kill is recorded as
       ``killed`` (``timed_out`` for a timeout).
 
+    An executor may also have ``warm(repo, count) -> int``: get ``count`` runners ready ahead of a burst of jobs
+    and return how many it started (`agentkit run` calls it with ``-c`` as it starts; the local executor starts
+    idle supervisors, which wait ``jobs.linger`` to be handed a job).
+
     Timeouts count execution only. An executor with ``enforces_timeout = True`` ends jobs at their deadline
     itself (the local one does); for any other, a poll that finds a job past ``timeout_s`` kills it and
     records ``timed_out``.

@@ -206,6 +206,13 @@ def _limit(conn, repo, pool: str | None) -> int:
     return repo.config["jobs.max_concurrency"]
 
 
+def warm(repo, count: int, executor: str | None = None) -> int:
+    """Have the executor get `count` runners ready ahead of a burst of jobs, if it can (an optional `warm`
+    method); how many it started."""
+    runner = _executor(repo, executor or repo.config["jobs.executor"])
+    return runner.warm(repo, count) if hasattr(runner, "warm") else 0
+
+
 def take_next(repo) -> dict | None:
     """Reserve a slot for the oldest queued job (FIFO) whose pool (or jobs.max_concurrency, outside any pool)
     has one free. One transaction."""

@@ -179,6 +179,7 @@ class Run:
             if opts.max_total - opts.concurrency < 1:
                 self.testing_on = False
         worktrees.exclude(repo, prompts.FILE)
+        jobs.warm(repo, opts.concurrency, opts.executor)  # its runners start while the first worktrees are made
         from agentkit import procs
 
         with repo.store.tx() as conn:

@@ -566,3 +566,17 @@ def test_a_job_that_keeps_its_claim_leaves_it_for_its_spawner(r, cli):
     wait_until(lambda: jobs.get(r, job["job_id"])["state"] == "failed")
     assert claims.is_active(r, claim["claim_id"]), "the spawner settles it"
     assert cli("task", "show", "1", "--json").json["status"] == "in_progress"
+
+
+def test_warm_supervisors_wait_idle_and_take_the_first_jobs(r):
+    assert jobs.warm(r, 2) == 2
+    idle, _ = local.idle_dir(r, "local")
+    waiting = wait_until(lambda: sorted(int(n) for n in os.listdir(idle) if n.isdigit()) if len(
+        [n for n in os.listdir(idle) if n.isdigit()]) == 2 else None)
+    assert jobs.warm(r, 2) == 0, "two wait already"
+    job = jobs.spawn(r, ["true"])
+    wait_until(lambda: jobs.get(r, job["job_id"])["state"] == "succeeded")
+    assert jobs.get(r, job["job_id"])["supervisor_pid"] in waiting, "a warm supervisor ran it"
+    for pid in waiting:  # they leave after jobs.linger
+        wait_until(lambda pid=pid: not psutil.pid_exists(pid) or psutil.Process(pid).status() == "zombie",
+                   timeout=10)

@@ -59,6 +59,17 @@ class LocalExecutor:
         if hand_over(repo, job) is None:
             start_supervisor(repo, job)
 
+    def warm(self, repo, count: int) -> int:
+        """Start up to `count` supervisors ahead of a burst of jobs (idle, for jobs.linger), so the first jobs do
+        not each wait for a Python process to start; returns how many were started."""
+        if not repo.config["jobs.linger"]:
+            return 0
+        idle, _ = idle_dir(repo, NAME)
+        missing = max(count - len([n for n in os.listdir(idle) if n.isdigit()]), 0)
+        for _ in range(missing):
+            start_supervisor(repo, None)
+        return missing
+
     def poll(self, repo, job: dict) -> dict:
         """`running` while its supervisor lives (the supervisor records the end); `lost` once it is gone."""
         if job["supervisor_pid"] is None:  # dispatched; its supervisor is still starting, or never did
@@ -77,11 +88,12 @@ class LocalExecutor:
         return len(tree_of(repo, job).kill(grace))
 
 
-def start_supervisor(repo, job: dict) -> None:
-    """A new detached supervisor process for a job that holds its slot."""
+def start_supervisor(repo, job: dict | None) -> None:
+    """A new detached supervisor process for a job that holds its slot (None: one that starts idle)."""
     log = open(repo.paths.agents / "jobs" / "supervisor.log", "ab")  # noqa: SIM115 - handed to the child
+    what = [str(job["job_id"])] if job is not None else ["--idle", NAME]
     try:
-        subprocess.Popen([sys.executable, "-m", SUPERVISOR_MODULE, str(repo.root), str(job["job_id"])],
+        subprocess.Popen([sys.executable, "-m", SUPERVISOR_MODULE, str(repo.root), *what],
                          cwd=repo.root, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                          start_new_session=True, env={**procs.outside_jobs_environ(), "PYTHONUNBUFFERED": "1"})
     except OSError as exc:

@@ -183,13 +183,20 @@ def _supervise(repo: Repo, job: dict, sig: Signals, child, tree: procs.Tree, sub
 
 
 def main(argv: list[str]) -> int:
-    root, job_id = argv[0], int(argv[1])
+    """`ROOT JOB_ID`: run that job, then the next ones; `ROOT --idle EXECUTOR`: start idle, as if it had just
+    ended a job, for a submit to hand one over (local.LocalExecutor.warm)."""
+    root = argv[0]
     subreaper = procs.platform().become_subreaper()
     sig = Signals()
     repo = Repo(Path(root))
-    job = jobs.get(repo, job_id)
-    executor = job["executor"]  # the name this executor was registered under: it runs the queued jobs of that name
-    idle = Idle(repo, executor)
+    if argv[1] == "--idle":
+        executor = argv[2]
+        idle = Idle(repo, executor)
+        job = idle.linger(sig)
+    else:
+        job = jobs.get(repo, int(argv[1]))
+        executor = job["executor"]  # the name it was registered under: it runs the queued jobs of that name
+        idle = Idle(repo, executor)
     while job is not None:
         if job["state"] == "running" and job["supervisor_pid"] is None:  # ours: dispatched, nobody checked in
             try:
