@@ -124,43 +124,29 @@ def gaps(starts: list[float], ends: list[float], c: int) -> list[float]:
 
 # ---- floor and reference ------------------------------------------------------------------------------------
 
-def floor(graph: list[dict], c: int) -> dict:
+def floor(graph: list[dict], c: int, repo: Path | None = None) -> dict:
+    """The plain loop. With `repo`, each task's agent runs in a `git worktree add`ed checkout of its own (made
+    just before its start, removed after its end, by the loop itself): what isolation costs git alone."""
     deps = {t["id"]: set(t["depends_on"]) for t in graph}
     todo, done, running = sorted(deps), set(), {}
     starts, ends = [], []
     t0 = time.perf_counter()
     while todo or running:
         for i in [i for i in todo if deps[i] <= done][:c - len(running)]:
-            running[os.posix_spawnp(SLEEP[0], SLEEP, ENV)] = i
+            path = repo.parent / f"{repo.name}-wt" / f"t{i}" if repo else None
+            if path:
+                subprocess.run(["git", "worktree", "add", "-q", "-b", f"t{i}", str(path), "HEAD"], cwd=repo,
+                               check=True, env=ENV)
+            running[os.posix_spawnp(SLEEP[0], SLEEP, ENV)] = (i, path)
             starts.append(time.time())
             todo.remove(i)
         pid, status = os.waitpid(-1, 0)
         ends.append(time.time())
         if os.waitstatus_to_exitcode(status) != 0:
             raise SystemExit(f"floor: {SLEEP} exited with {status}")
-        done.add(running.pop(pid))
-    return {"wall": time.perf_counter() - t0, "starts": starts, "ends": ends, "ok": True}
-
-
-def floor_worktrees(graph: list[dict], c: int, repo: Path) -> dict:
-    """The floor plus what isolation costs git alone: each task's agent runs in a `git worktree add`ed checkout of
-    its own (made just before its start, removed after its end, by the loop itself)."""
-    deps = {t["id"]: set(t["depends_on"]) for t in graph}
-    todo, done, running = sorted(deps), set(), {}
-    starts, ends = [], []
-    t0 = time.perf_counter()
-    while todo or running:
-        for i in [i for i in todo if deps[i] <= done][:c - len(running)]:
-            path = repo.parent / f"{repo.name}-wt" / f"t{i}"
-            subprocess.run(["git", "worktree", "add", "-q", "-b", f"t{i}", str(path), "HEAD"], cwd=repo, check=True,
-                           env=ENV)
-            running[os.posix_spawnp(SLEEP[0], SLEEP, ENV)] = (i, path)
-            starts.append(time.time())
-            todo.remove(i)
-        pid, status = os.waitpid(-1, 0)
-        ends.append(time.time())
         i, path = running.pop(pid)
-        subprocess.run(["git", "worktree", "remove", str(path)], cwd=repo, check=True, env=ENV)
+        if path:
+            subprocess.run(["git", "worktree", "remove", str(path)], cwd=repo, check=True, env=ENV)
         done.add(i)
     return {"wall": time.perf_counter() - t0, "starts": starts, "ends": ends, "ok": True}
 
@@ -382,7 +368,7 @@ def main() -> int:
             repo.mkdir(parents=True)
             for git_args in (["init", "-q", "-b", "main"], ["commit", "-q", "--allow-empty", "-m", "init"]):
                 run(["git", *git_args], repo)
-            wt_rounds.append(floor_worktrees(graph, c, repo))
+            wt_rounds.append(floor(graph, c, repo))
         results["floor_wt"] = figures(wt_rounds, n, c, ideal)
         for i in range(args.rounds):
             for case in ("none", "integration"):
