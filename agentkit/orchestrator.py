@@ -20,6 +20,7 @@ WAKE_EVERY_S = 0.005  # how often the loop looks for a commit by another process
 REFRESH_EVERY_S = 2.0  # how often running jobs' executors are asked whether their runners live
 DUMP_EVERY_S = 30.0  # a state dump in the debug log
 TAIL_EVERY_S = 0.1  # how often agents' new output lines become `log` events
+STOP_GRACE_S = 2.0  # TERM → KILL for the agents of a stopped run
 HELPERS = 4  # threads that start agents beside the loop (their git processes overlap)
 
 
@@ -795,9 +796,11 @@ class Run:
         self.log.info("stopping: killing jobs %s", ids)
         if ids:
             try:
-                jobs.kill(self.repo, ids, grace="2s")
+                jobs.kill(self.repo, ids, grace=f"{STOP_GRACE_S:g}s")
+                # their supervisors kill the trees: wait for the ends, so no claim goes back while an agent lives
+                jobs.wait(self.repo, ids, timeout=STOP_GRACE_S + 5)
             except AgentkitError as exc:
-                self.log.info("kill failed: %s", exc.message)
+                self.log.info("stopping: %s", exc.message)
         self._settle_ended()
         for row in list(self.agents.values()):  # anything that did not end: its claim goes back all the same
             self._give_back(row, "interrupted: the run was stopped")

@@ -469,3 +469,23 @@ def test_an_initializer_that_creates_nothing_ends_the_run_with_4(cli, plan):
     res = cli("run", "--init-cmd", "true", "--agent-cmd", plan.coding, "--yolo")
     assert res.code == 4, res.err
     assert "Traceback" not in res.err
+
+
+def test_a_second_ctrl_c_exits_at_once(repo, plan, tmp_path):
+    stubborn = tmp_path / "stubborn.sh"
+    stubborn.write_text("#!/bin/sh\ntrap '' TERM\necho started >> \"$1\"\nsleep 60\n")
+    stubborn.chmod(0o755)
+    marks = tmp_path / "marks"
+    subprocess.run([sys.executable, "-m", "agentkit.cli", "task", "add", "a"], cwd=repo, check=True,
+                   capture_output=True)
+    proc = subprocess.Popen([sys.executable, "-m", "agentkit.cli", "run", "--yolo", "--agent-cmd",
+                             f"{stubborn} {marks}"], cwd=repo, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True)
+    wait_until(lambda: marks.exists(), timeout=60)
+    proc.send_signal(signal.SIGINT)
+    time.sleep(0.3)  # the first one is killing an agent that ignores TERM (2 s of grace)
+    started = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=10) == 130
+    assert time.monotonic() - started < 1.5, "the second Ctrl-C did not wait for the kill"
+    assert "Traceback" not in proc.stderr.read()
