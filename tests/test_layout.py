@@ -7,7 +7,7 @@ from pathlib import Path
 PKG = Path(__file__).resolve().parents[1] / "agentkit"
 OWNERS = {"worktrees": "worktrees.py", "band": "band.py", "tasks": "tasks/", "task_deps": "tasks/",
           "task_scoring": "tasks/", "claims": "claims.py", "jobs": "jobs.py", "events": "events.py",
-          "job_pools": "jobs.py", "runs": "orchestrator.py", "run_agents": "orchestrator.py"}
+          "job_pools": "jobs.py", "runs": "orchestrator/", "run_agents": "orchestrator/"}
 
 
 def sources():
