@@ -304,6 +304,21 @@ def settle(repo, task_id: int, outcome: str, reason: str | None = None, fence: i
         return {**tasks.show_in(conn, task_id), **extra, "claim": holders(conn, task_id).get(task_id)}
 
 
+def report(repo, task_id: int, outcome: str, reason: str | None, fence: int) -> dict:
+    """An agent's own verdict on the task its claim (`fence`) holds, kept on the claim for the spawner to apply:
+    `agentkit run` merges a passed branch first, so no dependent starts before the code is in. Refused (exit 7)
+    unless that fence still holds the task."""
+    if outcome not in ("pass", "fail"):
+        raise usage(f"only pass or fail can be reported, not {outcome!r}")
+    with _step(repo) as conn:
+        c = _by_fence(conn, task_id, fence)
+        conn.execute("UPDATE claims SET reported = ?, reported_reason = ? WHERE claim_id = ?",
+                     (outcome, reason, c["claim_id"]))
+        events.record(conn, "claim.reported", c["claim_id"], task_id=task_id, outcome=outcome, reason=reason)
+    conn = repo.store.conn
+    return {**tasks.show_in(conn, task_id), "claim": holders(conn, task_id).get(task_id), "reported": outcome}
+
+
 def recover_expired(repo) -> dict:
     """Claims whose lease ran out end as expired; their tasks go back to the pool (idempotent; safe to run
     from cron or a hook beside other commands)."""

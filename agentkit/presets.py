@@ -41,13 +41,11 @@ def get(repo, name: str):
     return pick(all_presets(repo), name, "agent preset", ", or give --agent-cmd TEMPLATE")
 
 
-def check_binary(preset, name: str) -> None:
-    """A missing agent binary is an error before anything is claimed."""
-    binary = getattr(preset, "binary", None)
+def check_binary(binary: str | None, name: str, hint: str | None = None) -> None:
+    """A missing agent binary is an error (exit 6) before anything is claimed."""
     if binary and shutil.which(binary) is None:
         raise AgentkitError(f"agent preset {name!r} needs `{binary}`, which is not on PATH",
-                            getattr(preset, "install_hint", None) or f"install {binary}, or pick another --agent",
-                            ExitCode.NOT_FOUND)
+                            hint or f"install {binary}, or pick another --agent", ExitCode.NOT_FOUND)
 
 
 class Template:

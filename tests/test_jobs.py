@@ -580,3 +580,15 @@ def test_warm_supervisors_wait_idle_and_take_the_first_jobs(r):
     for pid in waiting:  # they leave after jobs.linger
         wait_until(lambda pid=pid: not psutil.pid_exists(pid) or psutil.Process(pid).status() == "zombie",
                    timeout=10)
+
+
+def test_a_queued_job_whose_claim_ran_out_never_starts(r, cli, monkeypatch):
+    cli("task", "add", "a")
+    claim = claims.claim(r, agent="slow", lease="1s")
+    blocker = jobs.spawn(fresh(r, monkeypatch, max_concurrency=1), ["sleep", "2"])
+    waiting = jobs.spawn(fresh(r, monkeypatch, max_concurrency=1), ["true"], claim_id=claim["claim_id"])
+    assert waiting["state"] == "queued"
+    wait_until(lambda: jobs.get(r, waiting["job_id"])["state"] in jobs.FINISHED, timeout=30)
+    done = jobs.get(r, waiting["job_id"])
+    assert done["state"] == "failed" and "not started" in done["reason"] and done["pid"] is None
+    assert jobs.get(r, blocker["job_id"])["state"] in ("running", "succeeded")

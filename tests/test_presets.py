@@ -127,14 +127,14 @@ def test_overridden_templates_keep_the_presets_reading_of_exits_and_usage():
 def test_a_missing_binary_is_an_error_naming_the_install_step(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", str(tmp_path))
     with pytest.raises(AgentkitError) as exc:
-        presets.check_binary(preset("codex"), "codex")
+        presets.check_binary(preset("codex").binary, "codex", preset("codex").install_hint)
     assert exc.value.code == ExitCode.NOT_FOUND and "`codex`" in exc.value.message
     assert exc.value.hint == "npm install -g @openai/codex"
     fake = tmp_path / "codex"
     fake.write_text("#!/bin/sh\n")
     fake.chmod(0o755)
-    assert presets.check_binary(preset("codex"), "codex") is None
-    assert presets.check_binary(preset("shell"), "shell") is None
+    assert presets.check_binary(preset("codex").binary, "codex") is None
+    assert presets.check_binary(preset("shell").binary, "shell") is None
 
 
 # --- classify: what each agent prints ----------------------------------------------------------------------------

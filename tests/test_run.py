@@ -318,6 +318,8 @@ def test_bad_input_is_refused_before_anything_is_claimed(cli, plan):
         (["--agent", "nope"], 2, "unknown agent preset"),
         (["--agent-cmd", "x {bogus}"], 2, "unknown placeholder"),
         (["--agent-cmd", "definitely-not-a-binary-xyz {task_id}"], 6, "not on PATH"),
+        (["--agent-cmd", plan.coding, "--testing-cmd", "no-such-tester-xyz {task_id}", "--testing-ratio", "1"], 6,
+         "no-such-tester-xyz"),
         (["--agent-cmd", plan.coding, "--testing-ratio", "7"], 2, "0 to 3"),
         (["--agent-cmd", plan.coding, "-c", "0"], 2, "at least 1"),
         (["--agent-cmd", plan.coding, "--into", "main"], 2, "checked out"),
@@ -325,7 +327,7 @@ def test_bad_input_is_refused_before_anything_is_claimed(cli, plan):
         (["--agent", "claude", "--spec", "/nonexistent/spec.md"], 6, "not a file"),
     ]
     for args, code, words in cases:
-        res = cli("run", *args, "--yolo")
+        res = cli("run", *args)
         assert res.code == code, (args, res.err)
         assert words in res.err and "Traceback" not in res.err, (args, res.err)
     task = tasks_by_name(cli)["a"]
@@ -489,3 +491,17 @@ def test_a_second_ctrl_c_exits_at_once(repo, plan, tmp_path):
     assert proc.wait(timeout=10) == 130
     assert time.monotonic() - started < 1.5, "the second Ctrl-C did not wait for the kill"
     assert "Traceback" not in proc.stderr.read()
+
+
+def test_a_self_reported_pass_is_applied_only_once_its_branch_is_merged(cli, plan, repo):
+    add_tasks(cli, [("api", []), ("client", [1])])
+    plan.set({"api": {"write": {"api.txt": "v1\n"}, "report": "pass", "sleep_after": 1.0},
+              "client": {"expect": ["api.txt"]}})
+    res = run(cli, plan, "--yolo", "--max-attempts", "1", "--json")
+    assert res.code == 0, res.err
+    by_name = tasks_by_name(cli)
+    assert by_name["client"]["status"] == "passing" and by_name["client"]["attempts"] == 0, \
+        "the dependent started only once the dependency's code was merged"
+    recs = {r["task"]: r for r in plan.records() if r["event"] == "start"}
+    api_end = next(r["t"] for r in plan.records() if r["task"] == "api" and r["event"] == "end")
+    assert recs["client"]["t"] >= api_end

@@ -70,8 +70,8 @@ def _on_signals(runner: list, show) -> None:
     A second one: exit at once."""
     def stop(signum, frame):
         if runner and not runner[0].stop_requested:
-            runner[0].request_stop()
-            say("stopping: killing agents and releasing their claims (Ctrl-C again to exit at once)")
+            runner[0].request_stop()  # os.write: a print here could land inside one the loop is making
+            os.write(2, b"stopping: killing agents and releasing their claims (Ctrl-C again to exit at once)\n")
             return
         os._exit(130)
 

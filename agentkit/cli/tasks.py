@@ -191,7 +191,12 @@ def _outcome(outcome: str):
 
         with handled(as_json):
             task_id, fence = _own_task(outcome, task_id, fence)
-            data = claims.settle(open_repo(), task_id, outcome, reason, fence)
+            if fence is not None and outcome in ("pass", "fail") and os.environ.get("AGENTKIT_RUN_ID"):
+                # an agent of `agentkit run`: the run applies the verdict once it has merged the branch
+                data = claims.report(open_repo(), task_id, outcome, reason, fence)
+                say(f"reported {outcome} for task {task_id}: agentkit run applies it when the agent ends")
+            else:
+                data = claims.settle(open_repo(), task_id, outcome, reason, fence)
         if data.get("blocked"):
             say(f"task {task_id} is dead; blocked its dependents {data['blocked']}")
         render(data, as_json, _show)

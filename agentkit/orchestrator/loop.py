@@ -69,19 +69,26 @@ class Run(Starting, Settling):
         return presets.Overridden(found, templates) if any(templates.values()) else found
 
     def _check_templates(self, preset) -> None:
-        """Every template this run will use renders, and its binary is there: before anything is claimed."""
+        """Every template this run will use renders, and its program is there: before anything is claimed."""
         sample = {"task_id": "1", "task_name": "x", "prompt_file": "p", "worktree": ".", "claim_id": "c",
                   "model": self.opts.model, "attempt": "1"}
+        hint = getattr(preset, "install_hint", None)
         argv = preset.command("coding", sample)
-        binary = getattr(preset, "binary", None) or argv[0]
-        presets.check_binary(type("P", (), {"binary": binary, "install_hint": getattr(preset, "install_hint",
-                                                                                     None)}), self.opts.agent)
+        presets.check_binary(getattr(preset, "binary", None) or argv[0], self.opts.agent, hint)
         if self.testing_on:
             try:
-                preset.command("testing", sample)
+                argv = preset.command("testing", sample)
             except AgentkitError:
                 self.testing_on = False
                 self.opts.warnings.append("no testing template (--testing-cmd): no testing agents this run")
+            else:  # a testing command that cannot start would fail every passing task's re-check
+                presets.check_binary(argv[0], self.opts.agent, hint)
+        if self.opts.init_cmd or self.opts.spec:
+            try:
+                argv = preset.command("init", sample)
+            except AgentkitError:
+                return  # said when the graph turns out empty
+            presets.check_binary(argv[0], self.opts.agent, hint)
 
     def _open_log(self) -> None:
         folder = self.repo.paths.agents / "logs"
@@ -113,8 +120,9 @@ class Run(Starting, Settling):
     def _setup(self) -> None:
         repo, opts = self.repo, self.opts
         self._hold_run_lock()
-        if opts.max_attempts is not None:
-            repo.config.set("tasks.max_attempts", opts.max_attempts, "--max-attempts")
+        if opts.max_attempts is not None:  # for this process, and through the environment for its agents,
+            repo.config.set("tasks.max_attempts", opts.max_attempts, "--max-attempts")  # supervisors, threads
+            os.environ["AGENTKIT_TASKS_MAX_ATTEMPTS"] = str(opts.max_attempts)
         self.testing_on = not opts.yolo and opts.testing_ratio > 0
         self.preset = self._preset()
         self._check_templates(self.preset)
@@ -204,10 +212,15 @@ class Run(Starting, Settling):
             except OSError:
                 continue
             complete = chunk[: chunk.rfind(b"\n") + 1]
+            if not complete and len(chunk) == 65536:  # one line longer than a read: passed on cut
+                complete = chunk
             if not complete:
                 continue
             self.log_offsets[job_id] = offset + len(complete)
-            for line in complete.decode(errors="replace").splitlines()[-50:]:
+            lines = complete.decode(errors="replace").splitlines()
+            if len(lines) > 50:  # a burst: its last lines, and how many were left out
+                lines = [f"… {len(lines) - 50} more lines in its job log"] + lines[-50:]
+            for line in lines:
                 batch.append((str(job_id), {"line": line[:2000], "agent": row["name"], "kind": row["kind"],
                                             "task_id": row["task_id"]}))
         if batch:
@@ -361,9 +374,8 @@ class Run(Starting, Settling):
             except AgentkitError as exc:
                 self.log.info("stopping: %s", exc.message)
         self._settle_ended()
-        for row in list(self.agents.values()):  # anything that did not end: its claim goes back all the same
-            self._give_back(row, "interrupted: the run was stopped")
-            self._mark_settled(row, "interrupted")
+        if self.agents:  # still alive after the grace: their claims stay, and the next run adopts them
+            self.log.info("stopping: left to the next run: %s", [a["job_id"] for a in self.agents.values()])
 
     # ---- the end ----------------------------------------------------------------------------------------------
 

@@ -3,12 +3,12 @@
 from dataclasses import dataclass, field
 
 from agentkit import durations, integration
-from agentkit.errors import usage
+from agentkit.errors import ExitCode, usage
 
 SCHEMA_VERSION = 1
 CODING_POOL, TESTING_POOL = "run:coding", "run:testing"
 KINDS = ("coding", "testing", "init")
-INTERRUPTED = 130  # the exit code of a run stopped by Ctrl-C or SIGTERM
+INTERRUPTED = int(ExitCode.INTERRUPTED)  # the exit code of a run stopped by Ctrl-C or SIGTERM
 LOG_TAIL = 8192  # what a preset's classify reads of an agent's log
 WAKE_EVERY_S = 0.005  # how often the loop looks for a commit by another process (PRAGMA data_version)
 REFRESH_EVERY_S = 2.0  # how often running jobs' executors are asked whether their runners live

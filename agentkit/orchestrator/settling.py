@@ -77,7 +77,7 @@ class Settling:
 
     def _settle(self, row: dict, job: dict) -> None:
         verdict, spent = self._verdict(row, job)
-        interrupted = self.stop_requested and job["state"] == "killed"
+        interrupted = job["state"] == "killed"  # stopped by a person (Ctrl-C, `jobs kill`): no attempt burned
         note = None
         if interrupted:
             self._give_back(row, "interrupted: the run was stopped")
@@ -106,10 +106,14 @@ class Settling:
         claim = self._claim_row(row["claim_id"])
         if claim is None or claim["state"] == "expired":
             return "expired", None  # its lease ran out: the task went back to the pool already
-        if claim["state"] == "active":
+        if claim["state"] == "active" and claim.get("reported"):  # its own `agentkit task pass|fail` wins
+            passed, reason = claim["reported"] == "pass", claim.get("reported_reason")
+            if not passed:
+                reason = f"the agent reported a failure: {reason}" if reason else "the agent reported a failure"
+        elif claim["state"] == "active":
             passed = job["state"] == "succeeded"
             reason = None if passed else f"job {job['job_id']} {job['state']}: {job['reason'] or job['exit_code']}"
-        else:  # the agent reported its outcome itself (`agentkit task pass|fail`)
+        else:  # settled by hand meanwhile (`agentkit task pass|fail|skip` outside the run's agents)
             passed, reason = claim["outcome"] == "pass", None
         merged = None
         if passed and self.opts.into and row.get("branch"):

@@ -119,10 +119,13 @@ class Starting:
             done += 1
             try:
                 self._started(row, row["kind"], future.result())
-            except AgentkitError as exc:
+            except Exception as exc:  # noqa: BLE001 - one agent that cannot start gives its task back, no more
+                if not isinstance(exc, AgentkitError):
+                    self.log.info("starting %s failed: %r", row["name"], exc)
+                    exc = AgentkitError(f"{type(exc).__name__}: {exc}", "see the run's debug log")
                 self._not_started(row, exc)
                 if exc.code == ExitCode.USAGE or not self.agents:  # nothing else runs: the run cannot go on
-                    raise
+                    raise exc from None
                 self._emit("run.warning", str(self.run_id), message=f"could not start an agent: {exc.message}",
                            hint=exc.hint)
         return done

@@ -17,6 +17,7 @@ class ExitCode(IntEnum):
     NOT_FOUND = 6
     CONFLICT = 7
     QUEUE_FULL = 8
+    INTERRUPTED = 130  # stopped by Ctrl-C or SIGTERM (`agentkit run`: its agents killed, their claims released)
 
 
 class StateError(Exception):

@@ -194,3 +194,11 @@ def m007_runs(db) -> None:
         )""")
     db.execute("CREATE INDEX run_agents_open ON run_agents(settled_at, job_id)")
     db.execute("CREATE INDEX run_agents_task ON run_agents(task_id)")
+
+
+@migrations()
+def m008_claim_reports(db) -> None:
+    """An agent's own verdict kept on its claim (`task pass|fail` inside `agentkit run`), which the run applies
+    after it has merged the agent's branch."""
+    db.execute("ALTER TABLE claims ADD COLUMN reported TEXT")
+    db.execute("ALTER TABLE claims ADD COLUMN reported_reason TEXT")

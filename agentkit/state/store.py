@@ -12,7 +12,7 @@ from agentkit.state.locks import named_lock
 from agentkit.state.paths import Paths
 
 # Bump together with a new migration in schema.py (a test checks they agree).
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 
 
 # The state database this process opened (a command opens one): the file that `explain` names.

@@ -5,7 +5,8 @@
 PLAN is a JSON file {task name: behaviour}; "*" is the default. A behaviour may have: "sleep" (seconds),
 "write" ({path: text}, committed), "expect" ([paths] that must exist, else exit 3), "fail_attempts" (exit 1 on
 attempts up to this), "exit" (code), "hang_attempts" (sleep forever on attempts up to this), "grandchild"
-(leave a background sleeper behind), "report" ("pass"/"fail": `agentkit task pass|fail` itself, then "exit"),
+(leave a background sleeper behind), "report" ("pass"/"fail": `agentkit task pass|fail` itself, then
+"sleep_after", then "exit"),
 "rate_limit_once" (print a rate-limit line and exit 1 the first time), "login" (print "Not logged in" and exit 1).
 Every start and end is appended to PLAN's folder/record.jsonl."""
 
@@ -71,6 +72,7 @@ def act(how: dict, folder: Path, name: str, attempt: int) -> int:
     if how.get("report"):
         subprocess.run([sys.executable, "-m", "agentkit.cli", "task", how["report"], os.environ["AGENTKIT_TASK_ID"],
                         "--fence", os.environ["AGENTKIT_FENCE"]], check=True)
+        time.sleep(how.get("sleep_after", 0))
     return how.get("exit", 0)
 
 

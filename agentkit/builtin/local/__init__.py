@@ -31,7 +31,7 @@ def hand_over(repo, job: dict) -> int | None:
     """Give a job that holds its slot to an idle supervisor of its executor, if one waits: its pid, or None.
     That saves a supervisor's start (a Python process) per job when jobs come one after another."""
     idle, taken = idle_dir(repo, job["executor"])
-    for name in sorted(os.listdir(idle)):
+    for name in sorted(n for n in os.listdir(idle) if n.isdigit()):
         try:
             os.rename(idle / name, taken / f"{name}.{job['job_id']}")
         except FileNotFoundError:  # another submit took it, or it left

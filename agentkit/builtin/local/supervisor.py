@@ -101,6 +101,15 @@ def _launch(repo: Repo, job: dict, tree: procs.Tree, me: int, me_started: float 
             return None
     if jobs.get(repo, job_id)["state"] != "running":  # killed or reaped while we prepared: do not start it
         return None
+    if job["claim_id"]:  # renewed before the start; one that ran out while the job queued is someone else's now
+        from agentkit import claims
+
+        try:
+            claims.heartbeat(repo, job["claim_id"])
+        except AgentkitError as exc:
+            jobs.started(repo, job_id, None, None, me, me_started)
+            jobs.finish(repo, job_id, "failed", reason=f"not started: {exc.message}")
+            return None
     env = jobs.job_env(repo, job)
     tree.group = procs.platform().new_group(str(job_id))
     if tree.group:  # recorded before anything can run in it, so `reap` finds it should we die
