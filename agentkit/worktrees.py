@@ -653,3 +653,15 @@ def recycle(repo, old_slug: str, slug: str, base: str) -> dict:
     _write_env(repo, wt)
     _write_mirror(repo)
     return {"schema_version": SCHEMA_VERSION, **wt, "was": old_slug, "saved": saved}
+
+
+def commit_all(repo, slug: str, message: str) -> str | None:
+    """Commit whatever a worktree holds uncommitted (files git ignores stay out); the new commit, or None when
+    it was clean. For a passing agent that forgot to commit: its work is merged rather than lost."""
+    path = Path(get(repo, slug)["path"])
+    if not path.is_dir() or not git.dirty(path):
+        return None
+    env = git.identity_env(repo.root)
+    git.run(["add", "-A"], path)
+    git.run(["commit", "--quiet", "--no-verify", "-m", message], path, env=env)
+    return git.rev("HEAD", path)

@@ -505,3 +505,13 @@ def test_a_self_reported_pass_is_applied_only_once_its_branch_is_merged(cli, pla
     recs = {r["task"]: r for r in plan.records() if r["event"] == "start"}
     api_end = next(r["t"] for r in plan.records() if r["task"] == "api" and r["event"] == "end")
     assert recs["client"]["t"] >= api_end
+
+
+def test_what_a_passing_agent_left_uncommitted_is_committed_and_merged(cli, plan, repo):
+    add_tasks(cli, [("forgetful", []), ("after", [1])])
+    plan.set({"forgetful": {"write": {"made.txt": "work\n"}, "no_commit": True}, "after": {"expect": ["made.txt"]}})
+    res = run(cli, plan, "--yolo", "--max-attempts", "1")
+    assert res.code == 0, res.err
+    assert "made.txt" in git(repo, "ls-tree", "--name-only", "agentkit/integration").split()
+    log = git(repo, "log", "--format=%s", "agentkit/integration")
+    assert "agentkit: task 1, left uncommitted by its agent" in log

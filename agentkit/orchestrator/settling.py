@@ -116,6 +116,11 @@ class Settling:
         else:  # settled by hand meanwhile (`agentkit task pass|fail|skip` outside the run's agents)
             passed, reason = claim["outcome"] == "pass", None
         merged = None
+        if passed and row.get("worktree") and worktrees.find(repo, row["worktree"]):
+            left = worktrees.commit_all(repo, row["worktree"], f"agentkit: task {row['task_id']}, left uncommitted "
+                                        "by its agent")
+            if left:
+                self.log.info("committed what %s left uncommitted: %s", row["name"], left)
         if passed and self.opts.into and row.get("branch"):
             merged = integration.merge(repo, self.opts.into, row["branch"],
                                        f"agentkit: integrate task {row['task_id']} ({row['branch']})", self.git_env)

@@ -2,12 +2,13 @@
 
     python fake_agent.py PLAN TASK_NAME ATTEMPT [KIND]
 
-PLAN is a JSON file {task name: behaviour}; "*" is the default. A behaviour may have: "sleep" (seconds),
-"write" ({path: text}, committed), "expect" ([paths] that must exist, else exit 3), "fail_attempts" (exit 1 on
-attempts up to this), "exit" (code), "hang_attempts" (sleep forever on attempts up to this), "grandchild"
-(leave a background sleeper behind), "report" ("pass"/"fail": `agentkit task pass|fail` itself, then
-"sleep_after", then "exit"),
-"rate_limit_once" (print a rate-limit line and exit 1 the first time), "login" (print "Not logged in" and exit 1).
+PLAN is a JSON file {task name: behaviour}; "*" is the default. A behaviour may have:
+- "sleep" (seconds); "exit" (code); "fail_attempts" (exit 1 on attempts up to this); "hang_attempts" (sleep for
+  ever on attempts up to this); "grandchild" (leave a background sleeper behind)
+- "write" ({path: text}, committed unless "no_commit"); "expect" ([paths] that must exist, else exit 3)
+- "report" ("pass"/"fail": `agentkit task pass|fail` itself, then "sleep_after" seconds, then "exit")
+- "rate_limit_once" (print a rate-limit line and exit 1 the first time); "login" (print "Not logged in", exit 1)
+- "env_file_matches" (exit 4 unless the worktree's env file names our task, claim and fence)
 Every start and end is appended to PLAN's folder/record.jsonl."""
 
 import json
@@ -64,7 +65,7 @@ def act(how: dict, folder: Path, name: str, attempt: int) -> int:
     time.sleep(how.get("sleep", 0))
     for path, text in how.get("write", {}).items():
         Path(path).write_text(text)
-    if how.get("write"):
+    if how.get("write") and not how.get("no_commit"):
         subprocess.run(["git", "add", "-A"], check=True)
         subprocess.run(["git", "commit", "-qm", f"{name} attempt {attempt}"], check=True)
     if attempt <= how.get("fail_attempts", 0):
