@@ -515,3 +515,18 @@ def test_what_a_passing_agent_left_uncommitted_is_committed_and_merged(cli, plan
     assert "made.txt" in git(repo, "ls-tree", "--name-only", "agentkit/integration").split()
     log = git(repo, "log", "--format=%s", "agentkit/integration")
     assert "agentkit: task 1, left uncommitted by its agent" in log
+
+
+def test_a_task_whose_agent_cannot_start_is_retried_with_a_back_off_not_in_a_tight_loop(cli, plan, repo):
+    add_tasks(cli, [("busy", []), ("blocked-folder", [])])
+    folder = repo.parent / f"{repo.name}-worktrees" / "task-2-blocked-folder"
+    folder.mkdir(parents=True)
+    (folder / "not-a-checkout.txt").write_text("x")  # its worktree cannot be made while this is here
+    plan.set({"busy": {"sleep": 3}})
+    res = run(cli, plan, "--yolo", "--json")
+    events = [json.loads(line) for line in res.out.splitlines() if line.startswith("{") and '"kind"' in line]
+    tries = [e for e in events if e["kind"] == "run.warning" and "could not start" in e["data"]["message"]]
+    assert 1 <= len(tries) <= 4, f"{len(tries)} failed starts in 3 s: no back-off"
+    assert res.code != 0 and "Traceback" not in res.err
+    assert tasks_by_name(cli)["busy"]["status"] == "passing"
+    assert tasks_by_name(cli)["blocked-folder"]["attempts"] == 0, "a start that failed burned no attempt"

@@ -40,6 +40,8 @@ class Run(Starting, Settling):
         self.paused_until: dict[str, float] = {}  # preset -> no new agent of it before
         self.login: dict | None = None
         self.init_ran = False
+        self.failed_starts = 0  # in a row: new coding agents wait 1, 2, 4 … s (at most 30) after the last one
+        self.starts_after = 0.0
         self.integrated: list[dict] = []
         self.free_testing: list[str] = []  # testing worktrees to reuse
         self.spares: list[str] = []  # passed tasks' clean worktrees, recycled for the next tasks
@@ -243,7 +245,7 @@ class Run(Starting, Settling):
         if self.stop_requested or self.login or self._paused():
             return 0
         started = 0
-        coding_room = 2 * self.opts.concurrency
+        coding_room = 2 * self.opts.concurrency if time.time() >= self.starts_after else 0
         while started < limit and self._active("coding") < coding_room and self._start_coding():
             started += 1
         testing_room = (self.opts.max_total - self.opts.concurrency) if not self.opts.count_testing else \
@@ -318,8 +320,9 @@ class Run(Starting, Settling):
                                   "%s agents active", started, 2 * self.opts.concurrency - before,
                                   tasks.status(self.repo)["ready"], len(self.agents))
             if not self.agents:
-                if self._paused() and not self.login and tasks.status(self.repo)["ready"]:
-                    self._wait(min(self.paused_until[self.opts.agent] - time.time(), 60))
+                held = max(self.paused_until.get(self.opts.agent, 0), self.starts_after) - time.time()
+                if held > 0 and not self.login and tasks.status(self.repo)["ready"]:
+                    self._wait(min(held, 60))  # a rate limit, or a back-off after failed starts
                     continue
                 break
             now = time.monotonic()

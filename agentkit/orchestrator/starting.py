@@ -119,7 +119,10 @@ class Starting:
             done += 1
             try:
                 self._started(row, row["kind"], future.result())
+                self.failed_starts = 0
             except Exception as exc:  # noqa: BLE001 - one agent that cannot start gives its task back, no more
+                self.failed_starts += 1  # and the next ones wait a little, rather than fail in a tight loop
+                self.starts_after = time.time() + min(2 ** (self.failed_starts - 1), 30)
                 if not isinstance(exc, AgentkitError):
                     self.log.info("starting %s failed: %r", row["name"], exc)
                     exc = AgentkitError(f"{type(exc).__name__}: {exc}", "see the run's debug log")
