@@ -36,6 +36,7 @@ DEFAULTS: dict[str, Any] = {
     "jobs.ttl": "7d",
     "jobs.executor": "local",
     "jobs.linger": "2s",
+    "jobs.kept_claim_lease": "24h",
     "run.concurrency": 1,
     "run.max_concurrency": 16,
     "run.max_total": 0,
@@ -60,8 +61,8 @@ INT64 = 2**63 - 1
 MAXIMUM = {"ports.base": 65535, "ports.block": 65535,
            "redis.databases": 2**31 - 1,  # Redis's own bound on `databases` (INT_MAX)
            "locks.timeout": int(durations.MAX_SECONDS), "run.testing_ratio": 3}  # past it the lock's timer overflows
-DURATIONS = ("claims.lease", "jobs.grace", "jobs.timeout", "jobs.ttl", "jobs.linger", "run.timeout", "run.init_timeout",
-             "run.rate_limit_wait")  # parsed by agentkit.durations; "" = none
+DURATIONS = ("claims.lease", "jobs.grace", "jobs.timeout", "jobs.ttl", "jobs.linger", "jobs.kept_claim_lease",
+             "run.timeout", "run.init_timeout", "run.rate_limit_wait")  # parsed by agentkit.durations; "" = none
 
 
 def env_name(key: str) -> str:

@@ -344,6 +344,11 @@ def _release_resources(repo, job: dict, state: str, exit_code: int | None, reaso
                            reason=None if state == "succeeded" else f"job {job_id} {state}: {reason or exit_code}")
         except AgentkitError:
             pass  # the claim expired or was released by hand meanwhile; its fence keeps the task safe
+    elif job["claim_id"] and repo.config["jobs.kept_claim_lease"]:
+        try:  # held for its spawner to settle, even one that died and comes back hours later (`agentkit run`)
+            claims.heartbeat(repo, job["claim_id"], lease=repo.config["jobs.kept_claim_lease"])
+        except AgentkitError:
+            pass  # it ran out already, or was settled: nothing to hold
     if job["worktree_auto"] and job["worktree"]:
         release_auto_worktree(repo, job)
     env_file(repo, job["token"]).unlink(missing_ok=True)

@@ -530,3 +530,24 @@ def test_a_task_whose_agent_cannot_start_is_retried_with_a_back_off_not_in_a_tig
     assert res.code != 0 and "Traceback" not in res.err
     assert tasks_by_name(cli)["busy"]["status"] == "passing"
     assert tasks_by_name(cli)["blocked-folder"]["attempts"] == 0, "a start that failed burned no attempt"
+
+
+def test_an_agent_that_ended_while_its_run_was_dead_is_settled_even_past_its_lease(repo, plan):
+    subprocess.run([sys.executable, "-m", "agentkit.cli", "task", "add", "a"], cwd=repo, check=True,
+                   capture_output=True)
+    plan.set({"a": {"sleep": 1.0, "write": {"a.txt": "a"}}})
+    env = {**os.environ, "AGENTKIT_CLAIMS_LEASE": "2s"}
+    cmd = [sys.executable, "-m", "agentkit.cli", "run", "--yolo", "--agent-cmd", plan.coding]
+    first = subprocess.Popen(cmd, cwd=repo, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_until(lambda: [r for r in plan.records() if r["event"] == "start"], timeout=60)
+    first.kill()
+    first.wait()
+    wait_until(lambda: [r for r in plan.records() if r["event"] == "end"], timeout=60)
+    time.sleep(3)  # past the claim's own lease: the ended job holds it for jobs.kept_claim_lease
+    second = subprocess.run(cmd, cwd=repo, env=env, capture_output=True, text=True, timeout=120)
+    assert second.returncode == 0, second.stderr
+    listed = json.loads(subprocess.run([sys.executable, "-m", "agentkit.cli", "task", "list", "--json"], cwd=repo,
+                                       capture_output=True, text=True).stdout)["tasks"]
+    assert listed[0]["status"] == "passing" and listed[0]["attempts"] == 0, "its verdict was kept, no attempt burned"
+    assert len([r for r in plan.records() if r["event"] == "start"]) == 1, "not run again"
+    assert "a.txt" in git(repo, "ls-tree", "--name-only", "agentkit/integration").split()
