@@ -40,6 +40,7 @@ class Run(Starting, Settling):
         self.paused_until: dict[str, float] = {}  # preset -> no new agent of it before
         self.login: dict | None = None
         self.init_ran = False
+        self.named = 0
         self.failed_starts = 0  # in a row: new coding agents wait 1, 2, 4 … s (at most 30) after the last one
         self.starts_after = 0.0
         self.integrated: list[dict] = []

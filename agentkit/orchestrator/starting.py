@@ -17,19 +17,18 @@ class Starting:
         return sum(1 for a in self.agents.values() if a["kind"] == kind)
 
     def _new_agent(self, kind: str, task_id: int | None, claim: dict | None, attempt: int | None) -> dict:
-        now = time.time()
+        """The agent's row; its name is its claim's agent (`run3/coding-17`), which its job is named after too."""
+        name = claim["agent"] if claim else self._claim_name(kind)
         with self.repo.store.tx() as conn:
             cur = conn.execute("INSERT INTO run_agents (run_id, name, kind, preset, task_id, claim_id, fence, attempt, "
-                               "created_at) VALUES (?, '', ?, ?, ?, ?, ?, ?, ?)",
-                               (self.run_id, kind, self.opts.agent, task_id, claim and claim["claim_id"],
-                                claim and claim["fence"], attempt, now))
-            agent_id = cur.lastrowid
-            name = f"run{self.run_id}/{kind}-{agent_id}"
-            conn.execute("UPDATE run_agents SET name = ? WHERE agent_id = ?", (name, agent_id))
-            return dict(conn.execute("SELECT * FROM run_agents WHERE agent_id = ?", (agent_id,)).fetchone())
+                               "created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                               (self.run_id, name, kind, self.opts.agent, task_id, claim and claim["claim_id"],
+                                claim and claim["fence"], attempt, time.time()))
+            return dict(conn.execute("SELECT * FROM run_agents WHERE agent_id = ?", (cur.lastrowid,)).fetchone())
 
     def _claim_name(self, kind: str) -> str:
-        return f"run{self.run_id}/{kind}-{time.monotonic_ns()}"
+        self.named += 1  # one name per agent of this run: a claim by the same agent name would be the same claim
+        return f"run{self.run_id}/{kind}-{self.named}"
 
     def _base_commit(self) -> str:
         return integration.head(self.repo, self.opts.into) if self.opts.into else self.base
