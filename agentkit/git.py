@@ -86,6 +86,17 @@ def rev(ref: str, cwd: Path) -> str | None:
     return done.stdout.strip() or None
 
 
+def head_commit(cwd: Path) -> str:
+    """The commit HEAD names; a usage error (exit 2) in a repository with no commits yet."""
+    from agentkit.errors import usage
+
+    head = rev("HEAD", cwd)
+    if head is None:
+        raise usage("this repository has no commits yet: HEAD names no commit",
+                    "make a first commit (git commit --allow-empty -m 'first commit')")
+    return head
+
+
 def branch_exists(branch: str, cwd: Path) -> bool:
     return run(["show-ref", "--verify", "--quiet", f"refs/heads/{branch}"], cwd, check=False).returncode == 0
 

@@ -3,7 +3,6 @@
 Merges never touch a checkout: `git merge-tree --write-tree` computes the merge, `commit-tree` records it and
 `update-ref` moves the branch only if nobody moved it meanwhile. The user's checked-out branch is never one."""
 
-import os
 import subprocess
 from pathlib import Path
 
@@ -34,10 +33,7 @@ def ensure(repo, into: str) -> dict:
     created = False
     head = git.rev(f"refs/heads/{into}", repo.root)
     if head is None:
-        base = git.rev("HEAD", repo.root)
-        if base is None:
-            raise usage("this repository has no commits yet: HEAD names no commit",
-                        "make a first commit (git commit --allow-empty -m 'first commit')")
+        base = git.head_commit(repo.root)
         git.run(["update-ref", f"refs/heads/{into}", base, "0" * 40], repo.root, check=False)
         head, created = git.rev(f"refs/heads/{into}", repo.root), True
     return {"branch": into, "head": head, "created": created}
@@ -49,11 +45,6 @@ def head(repo, into: str) -> str:
         raise AgentkitError(f"the integration branch {into} is gone", f"rerun `agentkit run --into {into}`: it is "
                             "created again from HEAD")
     return found
-
-
-def _git(repo, args: list[str], env: dict) -> subprocess.CompletedProcess:
-    return subprocess.run(["git", *args], cwd=repo.root, capture_output=True, text=True, env=env,
-                          start_new_session=True)
 
 
 def _resolve(repo, names: list[str], env: dict) -> list[str | None]:
@@ -79,7 +70,8 @@ def merge(repo, into: str, branch: str, message: str, env: dict | None = None) -
             head(repo, into)  # raises: the integration branch is gone
         if theirs is None:  # removed with its worktree: it held no commits (or was settled before a crash)
             return {"merged": False, "reason": f"branch {branch} is gone", "commit": ours}
-        tree = _git(repo, ["merge-tree", "--write-tree", "--name-only", "--no-messages", ours, theirs], env)
+        tree = git.run(["merge-tree", "--write-tree", "--name-only", "--no-messages", ours, theirs], repo.root,
+                       check=False, env=env)
         lines = tree.stdout.splitlines()
         if tree.returncode == 1:
             return {"merged": False, "conflicts": sorted({ln for ln in lines[1:] if ln.strip()}), "commit": ours}
@@ -88,11 +80,13 @@ def merge(repo, into: str, branch: str, message: str, env: dict | None = None) -
                                 "integration needs git 2.38 or newer (`git --version`); or run with --into none")
         if lines[0] == our_tree:  # everything on the branch is in already
             return {"merged": False, "reason": "nothing to merge", "commit": ours}
-        made = _git(repo, ["commit-tree", lines[0], "-p", ours, "-p", theirs, "-m", message], env)
+        made = git.run(["commit-tree", lines[0], "-p", ours, "-p", theirs, "-m", message], repo.root, check=False,
+                       env=env)
         if made.returncode != 0:
             raise AgentkitError(f"git commit-tree failed: {made.stderr.strip()}", "fix the git problem and rerun")
         commit = made.stdout.strip()
-        moved = _git(repo, ["update-ref", "-m", message, f"refs/heads/{into}", commit, ours], env)
+        moved = git.run(["update-ref", "-m", message, f"refs/heads/{into}", commit, ours], repo.root, check=False,
+                        env=env)
         if moved.returncode != 0:
             raise AgentkitError(f"could not move {into}: {moved.stderr.strip()}",
                                 "something else moved the integration branch; rerun to merge again")
@@ -103,7 +97,7 @@ def merge(repo, into: str, branch: str, message: str, env: dict | None = None) -
 
 def files_of(repo, commit: str) -> list[str]:
     """The files a merge commit brought into the integration branch."""
-    done = _git(repo, ["diff", "--name-only", f"{commit}^1", commit], dict(os.environ))
+    done = git.run(["diff", "--name-only", f"{commit}^1", commit], repo.root, check=False)
     return done.stdout.split() if done.returncode == 0 else []
 
 

@@ -24,6 +24,11 @@ def jobs_dir(repo) -> Path:
     return path
 
 
+def log_file(repo, job_id: int) -> Path:
+    """Where a job's output goes (stdout and stderr, interleaved)."""
+    return jobs_dir(repo) / f"{job_id}.log"
+
+
 ENV_SUFFIX = ".env.json"
 
 
@@ -180,7 +185,7 @@ def _register(repo, command, name, cwd, worktree, auto, claim_id, timeout_s, gra
              None if auto else worktree, int(auto), claim_id, timeout_s, grace_s, executor, token, now, pool,
              int(keep_claim)))
         job_id = cur.lastrowid
-        log = jobs_dir(repo) / f"{job_id}.log"
+        log = log_file(repo, job_id)
         conn.execute("UPDATE jobs SET log_path = ? WHERE job_id = ?", (str(log), job_id))
         events.record(conn, "job.submitted", str(job_id), command=command, executor=executor)
         atomic_write(env_file(repo, token), saved, mode=0o600)

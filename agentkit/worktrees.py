@@ -591,16 +591,8 @@ def reset(repo, slug: str, base: str) -> dict:
     refs/agentkit/saved/<slug>/<ts> (returned as `saved`)."""
     row = get(repo, slug)
     path = Path(row["path"])
-    env = git.identity_env(repo.root)
-    saved = None
-    if git.dirty(path):
-        git.run(["add", "-A"], path)
-        git.run(["commit", "--quiet", "--no-verify", "-m", "agentkit: uncommitted work saved before a reset"],
-                path, env=env)
-    tip = git.rev("HEAD", path)
-    if tip and tip != base and not git.is_ancestor(tip, base, path):
-        saved = f"refs/agentkit/saved/{slug}/{time.strftime('%Y%m%dT%H%M%S')}-{tip[:8]}"
-        git.run(["update-ref", saved, tip], path)
+    _commit_dirty(repo, path, "agentkit: uncommitted work saved before a reset")
+    saved = _save_unmerged(slug, git.rev("HEAD", path), base, path)
     git.run(["reset", "--quiet", "--hard", base], path)
     git.run(["clean", "--quiet", "-fd"], path)
     with repo.store.tx() as conn:
@@ -627,11 +619,8 @@ def recycle(repo, old_slug: str, slug: str, base: str) -> dict:
         raise conflict(f"worktree {old_slug} has uncommitted changes", "commit or remove them first")
     ready = redis.ensure_running(repo)
     prior = git.rev(f"refs/heads/{branch}", repo.root)
-    saved = None
     with repo.lock("git"):
-        if prior and prior != base and not git.is_ancestor(prior, base, repo.root):
-            saved = f"refs/agentkit/saved/{slug}/{time.strftime('%Y%m%dT%H%M%S')}-{prior[:8]}"
-            git.run(["update-ref", saved, prior], repo.root)
+        saved = _save_unmerged(slug, prior, base, repo.root)
         git.run(["worktree", "move", str(old_path), str(path)], repo.root)
         moving = git.start(["checkout", "--quiet", "--force", "-B", branch, base], path)
         try:
@@ -659,9 +648,22 @@ def commit_all(repo, slug: str, message: str) -> str | None:
     """Commit whatever a worktree holds uncommitted (files git ignores stay out); the new commit, or None when
     it was clean. For a passing agent that forgot to commit: its work is merged rather than lost."""
     path = Path(get(repo, slug)["path"])
-    if not path.is_dir() or not git.dirty(path):
+    return _commit_dirty(repo, path, message) if path.is_dir() else None
+
+
+def _commit_dirty(repo, path: Path, message: str) -> str | None:
+    """Commit all a checkout holds uncommitted (files git ignores stay out); the new commit, or None if clean."""
+    if not git.dirty(path):
         return None
-    env = git.identity_env(repo.root)
     git.run(["add", "-A"], path)
-    git.run(["commit", "--quiet", "--no-verify", "-m", message], path, env=env)
+    git.run(["commit", "--quiet", "--no-verify", "-m", message], path, env=git.identity_env(repo.root))
     return git.rev("HEAD", path)
+
+
+def _save_unmerged(slug: str, tip: str | None, base: str, cwd: Path) -> str | None:
+    """Keep commit `tip` at refs/agentkit/saved/<slug>/<ts>-<sha> when `base` lacks it; that ref, or None."""
+    if not tip or tip == base or git.is_ancestor(tip, base, cwd):
+        return None
+    saved = f"refs/agentkit/saved/{slug}/{time.strftime('%Y%m%dT%H%M%S')}-{tip[:8]}"
+    git.run(["update-ref", saved, tip], cwd)
+    return saved

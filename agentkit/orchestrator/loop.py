@@ -109,13 +109,13 @@ class Run(Starting, Settling):
         from contextlib import ExitStack
 
         from agentkit.errors import StateError
-        from agentkit.state.locks import named_lock
+        from agentkit.state.locks import holder, named_lock
 
         self._hold = ExitStack()
         try:
             self._hold.enter_context(named_lock(self.repo.paths.agents, "run", timeout=0.2))
-        except StateError as exc:
-            held = exc.message.rpartition("(held by pid ")[2].rstrip(")") if "held by pid" in exc.message else "?"
+        except StateError:
+            held = holder(self.repo.paths.agents, "run") or "?"
             raise AgentkitError(f"another `agentkit run` (pid {held}) is running in this repository",
                                 "wait for it to end, or stop it (Ctrl-C, or kill it): a new `agentkit run` then "
                                 "adopts its agents", ExitCode.LOCK_TIMEOUT) from None
@@ -132,9 +132,8 @@ class Run(Starting, Settling):
         if opts.into:
             self.into = integration.ensure(repo, opts.into)
         self.git_env = git.identity_env(repo.root)
-        self.base = None if opts.into else worktrees_base(repo)
-        testing_pool = CODING_POOL if opts.count_testing else TESTING_POOL
-        self.testing_pool = testing_pool
+        self.base = None if opts.into else git.head_commit(repo.root)
+        self.testing_pool = CODING_POOL if opts.count_testing else TESTING_POOL
         jobs.set_pool(repo, CODING_POOL, opts.concurrency)
         if not opts.count_testing:
             jobs.set_pool(repo, TESTING_POOL, max(opts.max_total - opts.concurrency, 1))
@@ -206,7 +205,7 @@ class Run(Starting, Settling):
             job_id = row["job_id"]
             if job_id is None:
                 continue
-            path = jobs.jobs_dir(self.repo) / f"{job_id}.log"
+            path = jobs.log_file(self.repo, job_id)
             offset = self.log_offsets.get(job_id, 0)
             try:
                 with open(path, "rb") as fh:
@@ -357,11 +356,7 @@ class Run(Starting, Settling):
         try:
             return self._fill(limit=2)
         except AgentkitError as exc:
-            if exc.code == ExitCode.USAGE or not self.agents:
-                raise
-            self._emit("run.warning", str(self.run_id), message=f"could not start an agent: {exc.message}",
-                       hint=exc.hint)
-            self.log.info("could not start an agent: %s", exc.message)
+            self._start_failed(exc)
             return 0
 
     def _shutdown(self) -> None:
@@ -383,16 +378,10 @@ class Run(Starting, Settling):
 
     # ---- the end ----------------------------------------------------------------------------------------------
 
-    def _usage_total(self) -> dict:
-        row = self.repo.store.rows("SELECT sum(input_tokens) AS input_tokens, sum(output_tokens) AS output_tokens, "
-                                   "sum(cost_usd) AS cost_usd, count(*) AS agents FROM run_agents WHERE run_id = ?",
-                                   (self.run_id,))[0]
-        return {k: v for k, v in row.items() if v is not None}
-
     def _finish(self) -> dict:
         status = claims.task_status(self.repo)
         counts = status["counts"]
-        dead = [t for t in tasks.list_tasks(self.repo, "dead")]
+        dead = tasks.list_tasks(self.repo, "dead")
         if self.stop_requested:
             code, why = INTERRUPTED, "stopped: agents killed, their claims released"
         elif self.login:
@@ -412,8 +401,9 @@ class Run(Starting, Settling):
                    "counts": counts, "total": status["total"],
                    "dead": [{"id": t["id"], "name": t["name"], "reason": t["reason"]} for t in dead],
                    "stuck": stuck, "into": self.opts.into, "integrated": self.integrated,
-                   "usage": self._usage_total(), "wall_s": round(time.time() - self.started, 3),
-                   "debug_log": str(self.log_path), "warnings": self.opts.warnings}
+                   "usage": _usage(self.repo, "run_id = ?", (self.run_id,)),
+                   "wall_s": round(time.time() - self.started, 3), "debug_log": str(self.log_path),
+                   "warnings": self.opts.warnings}
         if self.opts.into:
             summary["take_it"] = f"git merge {self.opts.into}"
         if self.login:
@@ -425,16 +415,6 @@ class Run(Starting, Settling):
         self._notify(kind, f"run {self.run_id}: {why}", exit_code=code, counts=counts, stuck=stuck)
         self.log.info("finished: %s", json.dumps(summary))
         return summary
-
-
-def worktrees_base(repo) -> str:
-    from agentkit import git
-
-    head = git.rev("HEAD", repo.root)
-    if head is None:
-        raise usage("this repository has no commits yet: HEAD names no commit",
-                    "make a first commit (git commit --allow-empty -m 'first commit')")
-    return head
 
 
 def stuck_lines(repo) -> list[str]:
@@ -466,8 +446,13 @@ def run(repo, opts: Options, on_event=None, runner: list | None = None) -> dict:
     return r.execute()
 
 
-def usage_of_task(repo, task_id: int) -> dict:
+def _usage(repo, where: str, params: tuple) -> dict:
+    """Tokens and cost summed over the agents `where` selects, and how many agents that is."""
     row = repo.store.rows("SELECT sum(input_tokens) AS input_tokens, sum(output_tokens) AS output_tokens, "
-                          "sum(cost_usd) AS cost_usd, count(*) AS agents FROM run_agents WHERE task_id = ? AND "
-                          "kind = 'coding'", (task_id,))[0]
+                          f"sum(cost_usd) AS cost_usd, count(*) AS agents FROM run_agents WHERE {where}", params)[0]
     return {k: v for k, v in row.items() if v is not None}
+
+
+def usage_of_task(repo, task_id: int) -> dict:
+    """What a task's coding agents spent, over all its attempts (`task show`)."""
+    return _usage(repo, "task_id = ? AND kind = 'coding'", (task_id,))

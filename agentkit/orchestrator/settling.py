@@ -212,6 +212,4 @@ class Settling:
             if job["state"] in jobs.FINISHED:
                 self._settle(row, job)
                 ended += 1
-            elif job["state"] == "running" and row.get("_seen") != "running":
-                row["_seen"] = "running"
         return ended

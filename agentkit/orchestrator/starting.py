@@ -126,11 +126,17 @@ class Starting:
                     self.log.info("starting %s failed: %r", row["name"], exc)
                     exc = AgentkitError(f"{type(exc).__name__}: {exc}", "see the run's debug log")
                 self._not_started(row, exc)
-                if exc.code == ExitCode.USAGE or not self.agents:  # nothing else runs: the run cannot go on
-                    raise exc from None
-                self._emit("run.warning", str(self.run_id), message=f"could not start an agent: {exc.message}",
-                           hint=exc.hint)
+                self._start_failed(exc)
         return done
+
+    def _start_failed(self, exc: AgentkitError) -> None:
+        """An agent could not start (a full band, a full queue, a worktree that cannot be made): reported, and
+        the run goes on with the agents it has; with none left, or for bad input, the run ends with the error."""
+        if exc.code == ExitCode.USAGE or not self.agents:
+            raise exc from None
+        self._emit("run.warning", str(self.run_id), message=f"could not start an agent: {exc.message}",
+                   hint=exc.hint)
+        self.log.info("could not start an agent: %s", exc.message)
 
     def _start_coding(self) -> bool:
         """Claim the best ready task and have a helper thread start an agent on it; False when none is ready."""

@@ -54,6 +54,14 @@ def _acquire(fd: int, timeout: float) -> bool:
         signal.signal(signal.SIGALRM, previous)
 
 
+def holder(agents_dir: Path, name: str) -> str | None:
+    """The pid last written into lock `name` (its holder's, while it is held), or None."""
+    try:
+        return (agents_dir / "locks" / f"{name}.lock").read_text().strip() or None
+    except OSError:
+        return None
+
+
 @contextmanager
 def named_lock(agents_dir: Path, name: str, timeout: float = 60.0) -> Iterator[None]:
     """Hold an exclusive lock for a short step; raise StateError (exit 5) after `timeout` seconds."""
@@ -70,10 +78,10 @@ def named_lock(agents_dir: Path, name: str, timeout: float = 60.0) -> Iterator[N
     try:
         started = time.monotonic()
         if not _acquire(fd, timeout):
-            holder = os.pread(fd, 32, 0).decode(errors="replace").strip()
+            held = os.pread(fd, 32, 0).decode(errors="replace").strip()
             raise StateError(
                 f"timed out after {time.monotonic() - started:.0f}s waiting for lock {path}"
-                + (f" (held by pid {holder})" if holder else ""),
+                + (f" (held by pid {held})" if held else ""),
                 "another agentkit command is running this step; retry, or check for a hung process",
                 ExitCode.LOCK_TIMEOUT,
             )
