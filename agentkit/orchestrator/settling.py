@@ -32,9 +32,12 @@ class Settling:
         self.log_offsets.pop(row.get("job_id"), None)
 
     def _read_log(self, job: dict) -> tuple[str, str]:
+        """The end of an agent's log (its last 4 MiB, where a result and a usage report are), and its last
+        LOG_TAIL characters for classify."""
         try:
             with open(job["log_path"], "rb") as fh:
-                text = fh.read(4 << 20).decode(errors="replace")
+                fh.seek(max(fh.seek(0, 2) - (4 << 20), 0))
+                text = fh.read().decode(errors="replace")
         except OSError:
             text = ""
         return text[-LOG_TAIL:], text
