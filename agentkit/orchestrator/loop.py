@@ -277,7 +277,7 @@ class Run(Starting, Settling):
                     pass
 
     def _dump(self) -> None:
-        counts = tasks.status(self.repo)["counts"]
+        counts = tasks.counts(self.repo)
         self.log.info("state: tasks %s; agents %s; testing credits %s; paused %s", json.dumps(counts),
                       json.dumps([{k: a[k] for k in ("name", "job_id", "task_id")} for a in self.agents.values()]),
                       self.testing_credits, json.dumps(self.paused_until))
@@ -296,7 +296,7 @@ class Run(Starting, Settling):
 
     def _execute(self) -> dict:
         self._setup()
-        if tasks.status(self.repo)["total"] == 0 and not self.agents and (self.opts.init_cmd or self.opts.spec):
+        if not sum(tasks.counts(self.repo).values()) and not self.agents and (self.opts.init_cmd or self.opts.spec):
             if not self._has_init():
                 raise usage(f"preset {self.opts.agent!r} has no initializer", "give --init-cmd TEMPLATE")
             self._start_init()
@@ -318,10 +318,10 @@ class Run(Starting, Settling):
                 if started:
                     self.log.info("spawn batch: %s started (%s free coding places before, %s ready after); "
                                   "%s agents active", started, 2 * self.opts.concurrency - before,
-                                  tasks.status(self.repo)["ready"], len(self.agents))
+                                  tasks.ready_count(self.repo), len(self.agents))
             if not self.agents:
                 held = max(self.paused_until.get(self.opts.agent, 0), self.starts_after) - time.time()
-                if held > 0 and not self.login and tasks.status(self.repo)["ready"]:
+                if held > 0 and not self.login and tasks.ready_count(self.repo):
                     self._wait(min(held, 60))  # a rate limit, or a back-off after failed starts
                     continue
                 break

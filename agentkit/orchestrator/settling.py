@@ -160,7 +160,7 @@ class Settling:
         run's end has little left to tear down. True if it removed one."""
         if not self.spares:
             return False
-        counts = tasks.status(self.repo)["counts"]
+        counts = tasks.counts(self.repo)  # on an idle turn of the loop: no diagnosis wanted
         if len(self.spares) <= counts.get("pending", 0) + counts.get("failing", 0):
             return False
         self._release_worktree(self.spares.pop(0), None)

@@ -13,6 +13,7 @@ from agentkit.tasks.ready import ready, scored, take
 from agentkit.tasks.table import (
     READY_STATUSES,
     STATUSES,
+    count_ready,
     deps_map,
     get,
     graph_of,
@@ -21,15 +22,16 @@ from agentkit.tasks.table import (
     mark_verified,
     show_in,
 )
+from agentkit.tasks.table import counts as _counts_in
 from agentkit.tasks.table import list_tasks as _list_in
 
 SCHEMA_VERSION = 1
 
-__all__ = ["OUTCOMES", "READY_STATUSES", "SCHEMA_VERSION", "STATUSES", "add", "apply_outcome", "cycle_error",
+__all__ = ["OUTCOMES", "READY_STATUSES", "SCHEMA_VERSION", "STATUSES", "add", "apply_outcome", "counts", "cycle_error",
            "dep_add", "dep_rm", "dependents_counts", "deps_map", "describe_stuck", "diagnose", "find_cycle",
            "find_path", "get", "graph", "import_file", "insert", "least_recently_verified", "list_tasks",
-           "mark_verified", "put_back", "ready", "record_failure", "regressed", "scored", "show", "show_in",
-           "status", "status_in", "take"]
+           "mark_verified", "put_back", "ready", "ready_count", "record_failure", "regressed", "scored", "show",
+           "show_in", "status", "status_in", "take"]
 
 
 def list_tasks(repo, status: str | None = None) -> list[dict]:
@@ -44,6 +46,15 @@ def show(repo, task_id: int) -> dict:
 
 def graph(repo) -> dict:
     return {"schema_version": SCHEMA_VERSION, **graph_of(repo.store.conn)}
+
+
+def counts(repo) -> dict[str, int]:
+    """Tasks by status, and nothing more (`status` adds the diagnosis when nothing is ready)."""
+    return _counts_in(repo.store.conn)
+
+
+def ready_count(repo) -> int:
+    return count_ready(repo.store.conn)
 
 
 def status(repo, holders: dict[int, dict] | None = None) -> dict:
