@@ -58,7 +58,12 @@ def kill(proc: subprocess.Popen, what: str) -> None:
     """SIGKILL the command: `agentkit` alone, its `process-group`, or agentkit `with-git` it started."""
     gits = []
     if what == "with-git":
-        gits = [p for p in psutil.Process(proc.pid).children(recursive=True) if p.name().startswith("git")]
+        for child in psutil.Process(proc.pid).children(recursive=True):
+            try:
+                if child.name().startswith("git"):
+                    gits.append(child)
+            except psutil.NoSuchProcess:  # a short git (`worktree prune`) that ended while we looked
+                continue
     if what == "process-group":
         os.killpg(proc.pid, signal.SIGKILL)
     else:
