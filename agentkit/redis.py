@@ -17,21 +17,28 @@ MAX_DATABASES = 2**31 - 1  # redis-server's own bound for `databases` (config.c:
 
 # ---- URLs ------------------------------------------------------------------------------------------
 
+def _unsplit(parts) -> str:
+    """urlunsplit, keeping the `//` of `unix:///path` (urllib drops it when there is no host)."""
+    joined = urlunsplit(parts)
+    return "unix://" + joined[5:] if parts.scheme == "unix" and not joined.startswith("unix://") else joined
+
+
 def redacted(url: str) -> str:
     """The URL with any password replaced, for messages."""
+    import re
+
     parts = urlsplit(url)
     if parts.password:
-        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-        return urlunsplit(parts._replace(netloc=netloc))
-    return url
+        parts = parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@"))
+    return _unsplit(parts._replace(query=re.sub(r"(^|&)password=[^&]*", r"\1password=***", parts.query)))
 
 
 def url_for_db(url: str, db: int) -> str:
     parts = urlsplit(url)
     if parts.scheme == "unix":
         query = "&".join(q for q in parts.query.split("&") if q and not q.startswith("db="))
-        return urlunsplit(parts._replace(query=(query + "&" if query else "") + f"db={db}"))
-    return urlunsplit(parts._replace(path=f"/{db}"))
+        return _unsplit(parts._replace(query=(query + "&" if query else "") + f"db={db}"))
+    return _unsplit(parts._replace(path=f"/{db}"))
 
 
 def is_managed(repo) -> bool:
@@ -58,7 +65,21 @@ def url(repo) -> str | None:
     return _base_url(meta["bind"], meta["port"]) if meta.get("port") else None
 
 
-# ---- talking to it (the redis client is imported only here) ----------------------------------------
+# ---- talking to it --------------------------------------------------------------------------------
+#
+# agentkit's own commands (PING, FLUSHDB, CONFIG GET, INFO, SHUTDOWN) are a few fixed RESP2 exchanges on one
+# short-lived connection: `command` speaks them over a socket. Importing redis-py costs ~75 ms (its package
+# loads asyncio, the cluster client and its metrics), half of a `worktree new`'s own time, for nothing these
+# commands use. `client` hands out a full redis-py client for code that wants one (the demo, plugins).
+
+class _Refused(Exception):
+    """An error reply (`-ERR …`) from the server."""
+
+
+def _auth_refused(target: str, exc: Exception) -> AgentkitError:
+    return AgentkitError(f"Redis at {redacted(target)} refused authentication: {exc}",
+                         "put the password in the URL: redis://:PASSWORD@host:port")
+
 
 def _unreachable(repo_or_none, target: str, exc: Exception) -> AgentkitError:
     managed = repo_or_none is not None and is_managed(repo_or_none)
@@ -67,50 +88,144 @@ def _unreachable(repo_or_none, target: str, exc: Exception) -> AgentkitError:
     return AgentkitError(f"Redis at {redacted(target)} is unreachable: {exc}", hint)
 
 
+def _connect(parts, timeout: float):
+    import socket
+
+    if parts.scheme == "unix":
+        sock = socket.socket(socket.AF_UNIX)
+        sock.settimeout(timeout)
+        try:
+            sock.connect(parts.path)
+        except OSError:
+            sock.close()
+            raise
+        return sock
+    sock = socket.create_connection((parts.hostname or "localhost", parts.port or 6379), timeout)
+    if parts.scheme == "rediss":
+        import ssl
+
+        sock = ssl.create_default_context().wrap_socket(sock, server_hostname=parts.hostname)
+    return sock
+
+
+def _encode(args) -> bytes:
+    out = [b"*%d\r\n" % len(args)]
+    for arg in args:
+        data = str(arg).encode()
+        out += [b"$%d\r\n" % len(data), data, b"\r\n"]
+    return b"".join(out)
+
+
+def _reply(stream):
+    """One RESP2 reply read from `stream`; an error reply raises _Refused."""
+    line = stream.readline()
+    if not line.endswith(b"\r\n"):
+        raise ConnectionError("the connection closed")
+    kind, body = line[:1], line[1:-2]
+    if kind == b"+":
+        return body.decode()
+    if kind == b"-":
+        raise _Refused(body.decode(errors="replace"))
+    if kind == b":":
+        return int(body)
+    if kind == b"$":
+        size = int(body)
+        if size < 0:
+            return None
+        data = stream.read(size + 2)
+        if len(data) != size + 2:
+            raise ConnectionError("the connection closed")
+        return data[:-2].decode(errors="replace")
+    if kind == b"*":
+        size = int(body)
+        return None if size < 0 else [_reply(stream) for _ in range(size)]
+    raise ConnectionError(f"not a Redis reply: {line[:40]!r}")
+
+
+def _prelude(parts) -> list[list]:
+    """AUTH and SELECT for what the URL names: a password (netloc or ?password=), a user, a DB (/N or ?db=N)."""
+    from urllib.parse import parse_qs, unquote
+
+    query = {key: values[-1] for key, values in parse_qs(parts.query).items()}
+    password = unquote(parts.password) if parts.password else query.get("password")
+    user = unquote(parts.username) if parts.username else query.get("username")
+    db = query.get("db") or (parts.path.strip("/") if parts.scheme != "unix" else "") or "0"
+    prelude = [["AUTH", user, password] if user else ["AUTH", password]] if password else []
+    if int(db):
+        prelude.append(["SELECT", int(db)])
+    return prelude
+
+
+def command(target: str, *args, repo=None, why: str = "", timeout: float = 10.0, connect_timeout: float = 2.0,
+            closes: bool = False):
+    """Send one command to `target` and return its reply; errors name the URL and the fix. `closes`: the
+    server ends the connection instead of answering (SHUTDOWN), which is then the answer."""
+    what = " ".join(str(a) for a in args[:2]) if args[0] == "CONFIG" else str(args[0])
+    parts = urlsplit(target)
+    try:
+        prelude = _prelude(parts)
+        sock = _connect(parts, connect_timeout)
+    except (OSError, ValueError) as exc:
+        raise _unreachable(repo, target, exc) from exc
+    with sock, sock.makefile("rb") as stream:
+        try:
+            sock.settimeout(timeout)
+            sock.sendall(b"".join(_encode(c) for c in [*prelude, list(args)]))
+            for step in prelude:
+                try:
+                    _reply(stream)
+                except _Refused as exc:
+                    if step[0] == "AUTH":
+                        raise _auth_refused(target, exc) from exc
+                    raise AgentkitError(f"Redis at {redacted(target)} answered an error: {exc}") from exc
+            return _reply(stream)
+        except _Refused as exc:
+            if "NOAUTH" in str(exc) or "WRONGPASS" in str(exc):
+                raise _auth_refused(target, exc) from exc
+            raise AgentkitError(f"Redis at {redacted(target)} refused {what}: {exc}",
+                                f"{why}; allow {what} for agentkit's user (ACL, rename-command)") from exc
+        except (OSError, ValueError) as exc:  # ConnectionError and timeouts are OSErrors
+            if closes:
+                return None
+            raise _unreachable(repo, target, exc) from exc
+
+
+def ping(target: str, repo=None) -> None:
+    """Raise an AgentkitError naming the URL and the fix unless `target` answers PING."""
+    command(target, "PING", repo=repo, why="agentkit checks that Redis answers")
+
+
 _clients: dict = {}  # one client (and its connection pool) per URL, for processes that talk to Redis often
 
 
 def client(target: str, db: int | None = None, repo=None):
-    """A connected client for `target`, checked with PING; errors name the URL and the fix."""
+    """A connected redis-py client for `target` (checked with PING), for code that wants the whole client."""
     import redis
 
-    kwargs = {"socket_connect_timeout": 2, "socket_timeout": 10, "decode_responses": True}
     if db is not None:  # the URL's own /N would win over a db= argument, so put the DB in the URL
         target = url_for_db(target, db)
-    try:
-        conn = _clients.get(target) or redis.Redis.from_url(target, **kwargs)
-        conn.ping()  # on a kept client a round trip on an open connection: it still proves Redis answers
-        _clients[target] = conn
-    except redis.AuthenticationError as exc:
-        raise AgentkitError(f"Redis at {redacted(target)} refused authentication: {exc}",
-                            "put the password in the URL: redis://:PASSWORD@host:port") from exc
-    except redis.ResponseError as exc:
-        if "NOAUTH" in str(exc) or "WRONGPASS" in str(exc):
-            raise AgentkitError(f"Redis at {redacted(target)} refused authentication: {exc}",
-                                "put the password in the URL: redis://:PASSWORD@host:port") from exc
-        raise AgentkitError(f"Redis at {redacted(target)} answered an error: {exc}") from exc
-    except (redis.ConnectionError, redis.TimeoutError, ValueError) as exc:
-        raise _unreachable(repo, target, exc) from exc
+    ping(target, repo)
+    conn = _clients.get(target) or redis.Redis.from_url(target, socket_connect_timeout=2, socket_timeout=10,
+                                                        decode_responses=True)
+    _clients[target] = conn
     return conn
 
 
-def _command(target: str, what: str, call, repo=None, why: str = ""):
-    """Run `call(client)`; a refusal or a dropped connection becomes an error naming the URL and the fix."""
-    import redis
-
-    try:
-        return call(client(target, repo=repo))
-    except redis.ResponseError as exc:
-        raise AgentkitError(f"Redis at {redacted(target)} refused {what}: {exc}",
-                            f"{why}; allow {what} for agentkit's user (ACL, rename-command)") from exc
-    except (redis.ConnectionError, redis.TimeoutError) as exc:
-        raise _unreachable(repo, target, exc) from exc
+def info(target: str, repo=None, timeout: float = 5.0, connect_timeout: float = 1.0) -> dict:
+    """`INFO` as a dict of its `field:value` lines (values as text)."""
+    text = command(target, "INFO", repo=repo, why="agentkit reads INFO to know which server answers",
+                   timeout=timeout, connect_timeout=connect_timeout) or ""
+    return dict(line.split(":", 1) for line in text.splitlines() if ":" in line and not line.startswith("#"))
 
 
 def databases(target: str, repo=None) -> int:
     """The physical ceiling: `CONFIG GET databases`."""
-    return int(_command(target, "CONFIG GET", lambda r: r.config_get("databases")["databases"], repo,
-                        "agentkit reads `databases` to know how many worktree slots fit"))
+    reply = command(target, "CONFIG", "GET", "databases", repo=repo,
+                    why="agentkit reads `databases` to know how many worktree slots fit")
+    if not isinstance(reply, list) or len(reply) != 2:
+        raise AgentkitError(f"Redis at {redacted(target)} answered CONFIG GET databases with {reply!r}",
+                            "agentkit reads `databases` to know how many worktree slots fit")
+    return int(reply[1])
 
 
 def live_databases(repo, target: str) -> int:
@@ -136,8 +251,8 @@ def databases_if_up(repo) -> int | None:
 
 
 def flush(target: str, db: int, repo=None) -> None:
-    _command(url_for_db(target, db), "FLUSHDB", lambda r: r.flushdb(), repo,
-             "agentkit empties a worktree's Redis DB before handing it out")
+    command(url_for_db(target, db), "FLUSHDB", repo=repo,
+            why="agentkit empties a worktree's Redis DB before handing it out")
 
 
 def wait_ready(target: str, timeout: float = 10.0) -> None:
@@ -145,7 +260,7 @@ def wait_ready(target: str, timeout: float = 10.0) -> None:
     deadline = time.monotonic() + timeout
     while True:
         try:
-            client(target)
+            ping(target)
             return
         except AgentkitError:
             if time.monotonic() > deadline:
@@ -291,27 +406,21 @@ def _conf_settings(redis_dir: Path) -> dict:
 def _answers_as(target: str, pid: int, proc: subprocess.Popen | None = None, timeout: float = 10.0) -> bool:
     """Wait until the server at `target` is process `pid` with its data loaded. False once another process
     answers there (a stranger took the port), `pid` has exited, or `timeout` passed."""
-    import redis
-
-    conn = redis.Redis.from_url(target, socket_connect_timeout=1, socket_timeout=5)
     deadline = time.monotonic() + timeout
-    try:
-        while time.monotonic() < deadline:
-            try:
-                info = conn.info()  # INFO answers while the RDB loads; PING does not
-            except redis.RedisError:
-                info = None
-            if info is not None:
-                if info.get("process_id") != pid:
-                    return False
-                if not info.get("loading"):
-                    return True
-            if (proc.poll() is not None) if proc is not None else not _alive(pid):
+    while time.monotonic() < deadline:
+        try:
+            fields = info(target)  # INFO answers while the RDB loads; PING does not
+        except AgentkitError:
+            fields = None
+        if fields is not None:
+            if fields.get("process_id") != str(pid):
                 return False
-            time.sleep(0.02)
-        return False
-    finally:
-        conn.close()
+            if fields.get("loading", "0") == "0":
+                return True
+        if (proc.poll() is not None) if proc is not None else not _alive(pid):
+            return False
+        time.sleep(0.02)
+    return False
 
 
 BANNER = ("oO0OoO0OoO0Oo", "Redis version=", "Configuration loaded", "Server initialized", "WARNING")
@@ -468,7 +577,8 @@ def _stop_locked(repo, events: list) -> bool:
     target = url(repo)
     try:
         if _meta(repo).get("pid") == pid:
-            client(target, repo=repo).shutdown(save=True)
+            command(target, "SHUTDOWN", "SAVE", repo=repo, closes=True,
+                    why="agentkit stops the managed Redis with SHUTDOWN SAVE")
         else:  # a server managed.json does not record (its starter was killed): no URL of its to trust
             os.kill(pid, signal.SIGTERM)  # redis saves on SIGTERM too, as our conf has save points
     except AgentkitError:  # it does not answer

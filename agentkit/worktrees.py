@@ -517,7 +517,7 @@ def remove(repo, slug: str, force: bool = False, dry_run: bool = False, released
     if row["redis_db"] is not None:
         try:  # Redis must answer before anything is removed, so a refusal leaves all as it was
             ready = redis.ensure_running(repo, with_databases=False)
-            redis.client(ready["url"], repo=repo)
+            redis.ping(ready["url"], repo=repo)
         except AgentkitError as exc:
             if not force:
                 raise AgentkitError(exc.message, "start Redis and retry, or pass --force to remove without "

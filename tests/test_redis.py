@@ -239,3 +239,57 @@ def test_a_server_an_older_agentkit_started_is_adopted(repo, cli):
     assert cli("worktree", "new", "a", "--json").json["redis_url"] == started["url"][:-2] + "/1"
     assert cli("redis", "status", "--json").json["pid"] == started["pid"]
     assert json.loads(meta_path.read_text())["pid"] == started["pid"]
+
+
+def test_a_unix_socket_url_with_an_acl_user_flushes_only_the_worktrees_db(repo, cli, tmp_path):
+    """agentkit speaks to Redis itself (AUTH user password, SELECT, FLUSHDB): a unix socket URL with the user,
+    password and DB in its query reaches the right DB, and a key of another DB is left alone."""
+    folder = tmp_path / "acl"
+    sock = folder / "redis.sock"
+    server = start_redis(folder, extra=f'unixsocket "{sock}"\nunixsocketperm 700\n'
+                                       "user default off\nuser bob on >pw ~* &* +@all\n")
+    try:
+        admin = redis_py.Redis(unix_socket_path=str(sock), username="bob", password="pw")
+        admin.select(1)
+        admin.set("left", "over")  # DB 1 is the first worktree's slot: `new` must empty it
+        redis_py.Redis(unix_socket_path=str(sock), username="bob", password="pw", db=0).set("keep", "me")
+        url = f"unix://{sock}?username=bob&password=pw"
+        res = cli("worktree", "new", "a", "--json", env={"AGENTKIT_REDIS_URL": url})
+        assert res.code == 0, res.err
+        assert res.json["redis_db"] == 1
+        assert redis_py.Redis(unix_socket_path=str(sock), username="bob", password="pw", db=1).dbsize() == 0
+        assert redis_py.Redis(unix_socket_path=str(sock), username="bob", password="pw", db=0).get("keep") == b"me"
+        wrong = cli("worktree", "new", "b", "--json", env={"AGENTKIT_REDIS_URL": url.replace("=pw", "=nope")})
+        assert wrong.code == ExitCode.FAILED
+        assert "refused authentication" in wrong.json["error"]["message"]
+        assert "nope" not in wrong.out + wrong.err
+    finally:
+        server.stop()
+
+
+def test_a_server_that_hangs_up_without_answering_is_unreachable_not_a_traceback(repo, cli):
+    """Something listening on redis.url that accepts and closes (not Redis, or a proxy with nothing behind it)."""
+    import threading
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+
+    def hang_up():
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            conn.recv(1024)
+            conn.close()
+
+    threading.Thread(target=hang_up, daemon=True).start()
+    try:
+        res = cli("worktree", "new", "a", "--json", env={"AGENTKIT_REDIS_URL": f"redis://127.0.0.1:{port}/0"})
+        assert res.code == ExitCode.FAILED, res.err
+        assert "is unreachable" in res.json["error"]["message"]
+        assert "Traceback" not in res.err
+        assert cli("worktree", "list", "--json", env={"AGENTKIT_REDIS_URL": f"redis://127.0.0.1:{port}/0"}
+                   ).json["worktrees"] == []
+    finally:
+        listener.close()
