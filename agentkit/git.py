@@ -81,9 +81,25 @@ def worktrees(root: Path, porcelain: str | None = None) -> list[dict]:
     return items
 
 
+_COMMITS: set[tuple[str, str]] = set()  # (folder, commit id) seen to exist: a commit never changes, so one look
+
+
 def rev(ref: str, cwd: Path) -> str | None:
+    """The commit `ref` names, or None. A full commit id already seen to exist is answered without a git."""
+    if (str(cwd), ref) in _COMMITS:
+        return ref
     done = run(["rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}"], cwd, check=False)
-    return done.stdout.strip() or None
+    commit = done.stdout.strip() or None
+    if commit is not None:
+        _COMMITS.add((str(cwd), commit))
+    return commit
+
+
+def branch_tips(branches: list[str], cwd: Path) -> dict[str, str]:
+    """The commit each existing branch of `branches` points at (one git for all); missing ones are left out."""
+    wanted = {f"refs/heads/{b}": b for b in branches}
+    text = run(["for-each-ref", "--format=%(objectname) %(refname)", *wanted], cwd).stdout
+    return {wanted[ref]: oid for oid, _, ref in (line.partition(" ") for line in text.splitlines()) if ref in wanted}
 
 
 def head_commit(cwd: Path) -> str:
@@ -130,4 +146,11 @@ def is_ancestor(commit: str, of: str, cwd: Path) -> bool:
 
 
 def valid_branch_name(name: str, cwd: Path) -> bool:
+    """git's own answer (`check-ref-format --branch`), asked only when the name is not plainly valid."""
+    import re
+
+    parts = name.split("/")
+    if (re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]*(?:/[A-Za-z0-9_][A-Za-z0-9_.-]*)*", name) and ".." not in name
+            and not name.endswith(".") and not any(p.endswith(".lock") for p in parts) and name != "HEAD"):
+        return True  # letters, digits, _ . - and / between parts: within every rule git has for ref names
     return run(["check-ref-format", "--branch", name], cwd, check=False).returncode == 0

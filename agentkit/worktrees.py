@@ -280,9 +280,10 @@ def _discard_checkout(repo, path: Path, folder_is_ours: bool) -> None:
     git.run(["worktree", "prune"], repo.root, check=False)
 
 
-def _branch_disposable(repo, row: dict) -> bool:
-    """May the row's branch go with it? Only if agentkit made it and nothing on it would be lost."""
-    head = git.rev(row["branch"], repo.root)
+def _branch_disposable(repo, row: dict, head: str | None = None) -> bool:
+    """May the row's branch go with it? Only if agentkit made it and nothing on it would be lost. `head`: its
+    tip when the caller has read it already."""
+    head = head or git.rev(row["branch"], repo.root)
     return bool(row.get("branch_created")) and bool(head) and (
         head == row["base_commit"] or git.is_ancestor(head, "HEAD", repo.root))
 
@@ -618,8 +619,9 @@ def recycle(repo, old_slug: str, slug: str, base: str) -> dict:
     if git.dirty(old_path):
         raise conflict(f"worktree {old_slug} has uncommitted changes", "commit or remove them first")
     ready = redis.ensure_running(repo)
-    prior = git.rev(f"refs/heads/{branch}", repo.root)
     with repo.lock("git"):
+        tips = git.branch_tips([branch, old["branch"]], repo.root)
+        prior = tips.get(branch)
         saved = _save_unmerged(slug, prior, base, repo.root)
         git.run(["worktree", "move", str(old_path), str(path)], repo.root)
         moving = git.start(["checkout", "--quiet", "--force", "-B", branch, base], path)
@@ -627,7 +629,7 @@ def recycle(repo, old_slug: str, slug: str, base: str) -> dict:
             _flush(repo, old, ready["url"])
         finally:
             git.wait(moving)  # the old checkout was clean (no untracked files either): nothing to `git clean`
-        if _branch_disposable(repo, old):
+        if old["branch"] != branch and _branch_disposable(repo, old, tips.get(old["branch"])):
             git.run(["branch", "-D", old["branch"]], repo.root, check=False)
     now = time.time()
     with repo.store.tx() as conn:

@@ -5,6 +5,7 @@ One primitive, `flock(2)` on the lock file: waiters sleep in the kernel and wake
 The holder's pid is written into the file for the timeout message."""
 
 import os
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,11 +22,19 @@ def _expire(signum, frame):
     raise _Expired
 
 
+_in_process: dict[str, threading.Lock] = {}  # per lock file: this process's threads queue here, not on the flock
+_in_process_guard = threading.Lock()
+
+
+def _thread_lock(path: Path) -> threading.Lock:
+    with _in_process_guard:
+        return _in_process.setdefault(str(path), threading.Lock())
+
+
 def _acquire(fd: int, timeout: float) -> bool:
     """Take an exclusive flock on `fd` within `timeout` seconds."""
     import fcntl
     import signal
-    import threading
 
     if threading.current_thread() is not threading.main_thread():  # signals reach only the main thread: poll
         deadline = time.monotonic() + timeout
@@ -75,9 +84,15 @@ def named_lock(agents_dir: Path, name: str, timeout: float = 60.0) -> Iterator[N
             raise StateError(f"lock folder {locks} is a file, not a folder",
                              f"move it aside (mv {locks} {locks}.bak) and rerun") from exc
         raise os_failure(exc, f"lock file {path}") from exc
+    mine = _thread_lock(path)  # another thread of this process holding it: wait in the kernel, not by polling
+    started = time.monotonic()
+    if not mine.acquire(timeout=timeout):
+        os.close(fd)
+        raise StateError(f"timed out after {timeout:.0f}s waiting for lock {path} (held by this process)",
+                         "another agentkit command is running this step; retry, or check for a hung process",
+                         ExitCode.LOCK_TIMEOUT)
     try:
-        started = time.monotonic()
-        if not _acquire(fd, timeout):
+        if not _acquire(fd, max(timeout - (time.monotonic() - started), 0.001)):
             held = os.pread(fd, 32, 0).decode(errors="replace").strip()
             raise StateError(
                 f"timed out after {time.monotonic() - started:.0f}s waiting for lock {path}"
@@ -92,3 +107,4 @@ def named_lock(agents_dir: Path, name: str, timeout: float = 60.0) -> Iterator[N
         yield
     finally:
         os.close(fd)  # closing the descriptor releases the flock
+        mine.release()
