@@ -84,6 +84,12 @@ def _executor(repo, name: str):
     return pick(executors(repo), name, "executor")
 
 
+def unheard(job: dict) -> bool:
+    """Failed with no exit status: its runner was lost (a reboot, the OOM killer) or its command never started,
+    so nothing is known of the command's own work."""
+    return job["state"] == "failed" and job["exit_code"] is None and job["signal"] is None
+
+
 def exit_status(job: dict) -> int | None:
     """The exit code `jobs wait` gives: the job's own, 124 when timed out, 128 + signal when killed."""
     state = job["state"]

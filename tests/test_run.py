@@ -557,3 +557,64 @@ def test_an_agent_that_ended_while_its_run_was_dead_is_settled_even_past_its_lea
     assert listed[0]["status"] == "passing" and listed[0]["attempts"] == 0, "its verdict was kept, no attempt burned"
     assert len([r for r in plan.records() if r["event"] == "start"]) == 1, "not run again"
     assert "a.txt" in git(repo, "ls-tree", "--name-only", "agentkit/integration").split()
+
+
+def _supervisor_of(agent: psutil.Process) -> psutil.Process:
+    for parent in agent.parents():
+        if "agentkit.builtin.local.supervisor" in " ".join(parent.cmdline()):
+            return parent
+    raise AssertionError(f"no supervisor above {agent}")
+
+
+def test_a_runner_lost_to_the_oom_killer_gives_its_task_back_without_burning_an_attempt(repo, plan):
+    """kill -9 of an agent's supervisor (as the OOM killer or a reboot would): the run finds the job lost, gives
+    the task back unburned, and the next agent passes it."""
+    subprocess.run([sys.executable, "-m", "agentkit.cli", "task", "add", "t"], cwd=repo, check=True,
+                   capture_output=True)
+    plan.set({"t": {"hang_once": True}})
+    proc = subprocess.Popen([sys.executable, "-m", "agentkit.cli", "run", "-c", "1", "--yolo", "--json",
+                             "--agent-cmd", plan.coding], cwd=repo, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        wait_until(lambda: [r for r in plan.records() if r["event"] == "start"], timeout=60)
+        agent = psutil.Process(plan.records()[0]["pid"])
+        _supervisor_of(agent).kill()
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    task = json.loads(subprocess.run([sys.executable, "-m", "agentkit.cli", "task", "show", "1", "--json"],
+                                     cwd=repo, capture_output=True, text=True).stdout)
+    assert task["status"] == "passing" and task["attempts"] == 0, task
+    starts = [r for r in plan.records() if r["event"] == "start"]
+    assert [r["attempt"] for r in starts] == [1, 1], "the lost attempt was not counted"
+    states = [j["state"] for j in json.loads(subprocess.run(
+        [sys.executable, "-m", "agentkit.cli", "jobs", "list", "--json"], cwd=repo, capture_output=True,
+        text=True).stdout)["jobs"]]
+    assert states == ["failed", "succeeded"], states
+    wait_until(lambda: not _agent_pids(plan), timeout=20)
+
+
+def test_runners_lost_again_and_again_count_as_failures_at_last(repo, plan):
+    """Lost runners give a task back at most tasks.max_attempts times: a task whose agent takes the machine
+    down every time ends dead instead of being retried for ever."""
+    subprocess.run([sys.executable, "-m", "agentkit.cli", "task", "add", "t"], cwd=repo, check=True,
+                   capture_output=True)
+    plan.set({"t": {"hang_attempts": 1}})  # a lost attempt is no attempt: it hangs every time
+    proc = subprocess.Popen([sys.executable, "-m", "agentkit.cli", "run", "-c", "1", "--yolo", "--max-attempts",
+                             "1", "--agent-cmd", plan.coding], cwd=repo, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        for n in (1, 2):
+            wait_until(lambda n=n: len([r for r in plan.records() if r["event"] == "start"]) == n, timeout=60)
+            _supervisor_of(psutil.Process(plan.records()[-1]["pid"])).kill()
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 1, err
+    task = json.loads(subprocess.run([sys.executable, "-m", "agentkit.cli", "task", "show", "1", "--json"],
+                                     cwd=repo, capture_output=True, text=True).stdout)
+    assert task["status"] == "dead" and task["attempts"] == 1, task
+    wait_until(lambda: not _agent_pids(plan), timeout=20)

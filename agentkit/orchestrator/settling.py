@@ -85,6 +85,9 @@ class Settling:
         if interrupted:
             self._give_back(row, "interrupted: the run was stopped")
             outcome = "interrupted"
+        elif jobs.unheard(job) and self._unheard_is_no_verdict(row):
+            self._give_back(row, f"no exit status reached agentkit: {job['reason']}")
+            outcome = "lost"
         elif verdict and verdict.get("kind") in ("login", "rate_limited"):
             outcome = self._settle_paused(row, job, verdict)
         elif row["kind"] == "coding":
@@ -101,6 +104,18 @@ class Settling:
                    agent=row["name"], exit_status=jobs.exit_status(job), outcome=outcome, usage=spent)
         if row["kind"] == "testing" and row.get("worktree") and not interrupted:
             self.free_testing.append(row["worktree"])
+
+    def _unheard_is_no_verdict(self, row: dict) -> bool:
+        """A runner lost to a reboot or the OOM killer (or a command that never started) says nothing of the
+        agent's work: its task goes back unburned, unless the agent reported an outcome first, or this happened
+        `tasks.max_attempts` times already (then it counts as a failed attempt, so a task whose agent takes the
+        machine down ends)."""
+        claim = self._claim_row(row["claim_id"])
+        if claim is None or claim["state"] != "active" or claim.get("reported"):
+            return False
+        lost_before = self.repo.store.conn.execute(
+            "SELECT count(*) FROM run_agents WHERE task_id = ? AND outcome = 'lost'", (row["task_id"],)).fetchone()[0]
+        return lost_before < self.repo.config["tasks.max_attempts"]
 
     def _settle_coding(self, row: dict, job: dict) -> tuple[str, dict | None]:
         """Its verdict (the agent's own report, else its exit), merged first when it passed, so no dependent

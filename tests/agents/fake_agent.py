@@ -4,7 +4,8 @@
 
 PLAN is a JSON file {task name: behaviour}; "*" is the default. A behaviour may have:
 - "sleep" (seconds); "exit" (code); "fail_attempts" (exit 1 on attempts up to this); "hang_attempts" (sleep for
-  ever on attempts up to this); "grandchild" (leave a background sleeper behind)
+  ever on attempts up to this); "hang_once" (sleep for ever the first time only); "grandchild" (leave a
+  background sleeper behind)
 - "write" ({path: text}, committed unless "no_commit"); "expect" ([paths] that must exist, else exit 3)
 - "report" ("pass"/"fail": `agentkit task pass|fail` itself, then "sleep_after" seconds, then "exit")
 - "rate_limit_once" (print a rate-limit line and exit 1 the first time); "login" (print "Not logged in", exit 1)
@@ -59,6 +60,10 @@ def act(how: dict, folder: Path, name: str, attempt: int) -> int:
         print(f"RATE LIMITED until {time.time() + how['rate_limit_once']}", flush=True)
         return 1
     if attempt <= how.get("hang_attempts", 0):
+        time.sleep(3600)
+    hung = folder / f"hung-{name}"
+    if how.get("hang_once") and not hung.exists():
+        hung.write_text("1")
         time.sleep(3600)
     if how.get("grandchild"):
         subprocess.Popen(["sleep", "300"], start_new_session=False)
