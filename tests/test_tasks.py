@@ -156,7 +156,7 @@ def test_dead_task_blocks_dependents_and_reset_brings_them_back(repo, cli):
     diag = {d["id"]: d for d in status["diagnosis"]}
     assert diag[2]["dead"] == [1] and diag[1]["status"] == "dead"
     claim = cli("claim", "--agent", "a", "--json")
-    assert claim.code == ExitCode.NOTHING_READY and "dead deps [1]" in claim.json["error"]["message"]
+    assert claim.code == ExitCode.NOTHING_READY and "waits on 1 (dead after" in claim.json["error"]["message"]
     reset = cli("task", "reset", "1", "--json").json
     assert reset["status"] == "pending" and reset["attempts"] == 0 and sorted(reset["unblocked"]) == [2, 3]
     assert ids(cli("task", "ready", "--json").json["tasks"]) == [1]

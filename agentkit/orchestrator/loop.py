@@ -418,24 +418,9 @@ class Run(Starting, Settling):
 
 
 def stuck_lines(repo) -> list[str]:
-    """Each stuck task and what blocks it: `task 7 waits on 3 (dead after 3 attempts)`."""
+    """Each stuck task and what blocks it: `task 7 (ui) waits on 3 (dead after 3 attempts)`."""
     conn = repo.store.conn
-    status = {t["id"]: t for t in tasks.list_tasks(repo)}
-    lines = []
-    for item in tasks.diagnose(conn, claims.holders(conn)):
-        why = []
-        for d in item["dead"]:
-            why.append(f"waits on {d} (dead after {status[d]['attempts']} attempts)")
-        for d in item["missing"]:
-            why.append(f"waits on {d} (missing)")
-        for u in item["unmet"]:
-            why.append(f"waits on {u['id']} ({u['status']})")
-        if item.get("claimed_by"):
-            why.append(f"is claimed by {item['claimed_by']['agent']}")
-        if item["status"] == "dead":
-            why.insert(0, f"is dead after {status[item['id']]['attempts']} attempts")
-        lines.append(f"task {item['id']} ({item['name']}) " + ("; ".join(why) or f"is {item['status']}"))
-    return lines
+    return tasks.stuck_lines(tasks.diagnose(conn, claims.holders(conn)))
 
 
 def run(repo, opts: Options, on_event=None, runner: list | None = None) -> dict:

@@ -5,7 +5,7 @@ Claims on tasks are agentkit.claims, which calls `take`, `put_back` and `apply_o
 
 from agentkit.errors import usage
 from agentkit.tasks.dag import cycle_error, dependents_counts, find_cycle, find_path
-from agentkit.tasks.diagnosis import describe_stuck, diagnose, status_in
+from agentkit.tasks.diagnosis import describe_stuck, diagnose, status_in, stuck_lines
 from agentkit.tasks.edit import add, dep_add, dep_rm
 from agentkit.tasks.importer import import_file
 from agentkit.tasks.outcomes import OUTCOMES, apply_outcome, put_back, record_failure, regressed
@@ -31,7 +31,7 @@ __all__ = ["OUTCOMES", "READY_STATUSES", "SCHEMA_VERSION", "STATUSES", "add", "a
            "dep_add", "dep_rm", "dependents_counts", "deps_map", "describe_stuck", "diagnose", "find_cycle",
            "find_path", "get", "graph", "import_file", "insert", "least_recently_verified", "list_tasks",
            "mark_verified", "put_back", "ready", "ready_count", "record_failure", "regressed", "scored", "show",
-           "show_in", "status", "status_in", "take"]
+           "show_in", "status", "status_in", "stuck_lines", "take"]
 
 
 def list_tasks(repo, status: str | None = None) -> list[dict]:

@@ -34,14 +34,16 @@ def diagnose(conn, holders: dict[int, dict] | None = None) -> list[dict]:
 
     `holders` maps a task id to whoever holds it (``agent``, ``lease_expires_at``); claims supplies it."""
     holders = holders or {}
-    statuses = {r[0]: (r[1], r[2]) for r in conn.execute("SELECT id, status, name FROM tasks")}
+    found = conn.execute("SELECT id, status, name, attempts FROM tasks").fetchall()
+    statuses = {r[0]: (r[1], r[2]) for r in found}
+    attempts = {r[0]: r[3] for r in found}
     deps = table.deps_map(conn)
     out = []
     for task_id, (status, name) in sorted(statuses.items()):
         if status == "passing":
             continue
         waiting = unmet(deps.get(task_id, ()), statuses)
-        item = {"id": task_id, "name": name, "status": status,
+        item = {"id": task_id, "name": name, "status": status, "attempts": attempts[task_id],
                 "unmet": [w for w in waiting if w["status"] not in ("dead", "missing")],
                 "dead": [w["id"] for w in waiting if w["status"] == "dead"],
                 "missing": [w["id"] for w in waiting if w["status"] == "missing"]}
@@ -54,22 +56,25 @@ def diagnose(conn, holders: dict[int, dict] | None = None) -> list[dict]:
     return out
 
 
-def describe_stuck(items: list[dict]) -> str:
+def stuck_lines(items: list[dict]) -> list[str]:
+    """Each item of `diagnose` as a line: `task 7 (ui) waits on 3 (dead after 3 attempts)`. A dead dependency
+    is an item of its own, so its attempts are read from there."""
+    attempts = {it["id"]: it["attempts"] for it in items}
     lines = []
-    for it in items[:10]:
-        why = []
-        if it["status"] == "dead":
-            why.append("is dead")
+    for it in items:
+        why = [f"is dead after {it['attempts']} attempts"] if it["status"] == "dead" else []
+        why += [f"waits on {d} (dead after {attempts.get(d, '?')} attempts)" for d in it["dead"]]
+        why += [f"waits on {d} (missing)" for d in it["missing"]]
+        why += [f"waits on {u['id']} ({u['status']})" for u in it["unmet"]]
         if it.get("claimed_by"):
             why.append(f"is claimed by {it['claimed_by']['agent']}")
-        if it["dead"]:
-            why.append(f"dead deps {it['dead']}")
-        if it["missing"]:
-            why.append(f"missing deps {it['missing']}")
-        if it["unmet"]:
-            why.append("waits on " + ", ".join(f"{u['id']} ({u['status']})" for u in it["unmet"]))
-        lines.append(f"task {it['id']} ({it['name']}): {'; '.join(why) or it['status']}")
-    more = len(items) - 10
+        lines.append(f"task {it['id']} ({it['name']}) " + ("; ".join(why) or f"is {it['status']}"))
+    return lines
+
+
+def describe_stuck(items: list[dict]) -> str:
+    """The first ten `stuck_lines`, one per line, for a message."""
+    lines, more = stuck_lines(items)[:10], len(items) - 10
     return "\n  ".join(lines) + (f"\n  … and {more} more" if more > 0 else "")
 
 
