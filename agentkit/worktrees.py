@@ -455,8 +455,8 @@ def _bring_up(repo, slug: str, row: dict | None, path: Path, branch: str, base_c
 def _slug_for(repo, path: Path) -> str:
     """A free slug for a worktree folder agentkit did not name: the folder's name made valid (lowercase; other
     characters become '-'), with -2, -3, ... when another worktree has it."""
-    stem = re.sub(r"[^a-z0-9._-]+", "-", path.name.lower()).strip("-._")[:56].rstrip("-._") or "worktree"
-    stem = stem.removesuffix(".lock")
+    stem = re.sub(r"\.{2,}", ".", re.sub(r"[^a-z0-9._-]+", "-", path.name.lower()))
+    stem = stem.strip("-._")[:56].removesuffix(".lock").rstrip("-._") or "worktree"
     taken = {r["slug"] for r in repo.store.rows("SELECT slug FROM worktrees")}
     return next(s for s in (stem, *(f"{stem}-{n}" for n in range(2, 10_000))) if s not in taken)
 
@@ -475,17 +475,18 @@ def adopt(repo, path: Path | str) -> dict:
     if known is listing[0] or known.get("bare"):
         raise usage(f"{resolved} is the main checkout, not a linked worktree",
                     "adopt a worktree made with `git worktree add`")
-    row = next((r for r in repo.store.rows("SELECT * FROM worktrees") if Path(r["path"]).resolve() == resolved),
-               None)
-    if row is not None:
-        status = row["status"] if row["status"] == "active" or _creator_alive(row) else "incomplete"
-        return {"schema_version": SCHEMA_VERSION, **describe(repo, row, redis.url(repo), status),
-                "adopted": False, "repaired": [], "band_change": None}
     if not known.get("branch"):
         raise usage(f"{resolved} has a detached HEAD: an agentkit worktree is on a branch",
                     f"check out a branch there (git -C {resolved} switch -c NAME), then rerun")
-    data = _bring_up(repo, _slug_for(repo, resolved), None, resolved, known["branch"], known["head"],
-                     "worktree.adopted")
+    with repo.lock("adopt"):  # two adopts at once (hooks of two `git worktree add`) must not pick one slug
+        row = next((r for r in repo.store.rows("SELECT * FROM worktrees")
+                    if Path(r["path"]).resolve() == resolved), None)
+        if row is not None:
+            status = row["status"] if row["status"] == "active" or _creator_alive(row) else "incomplete"
+            return {"schema_version": SCHEMA_VERSION, **describe(repo, row, redis.url(repo), status),
+                    "adopted": False, "repaired": [], "band_change": None}
+        data = _bring_up(repo, validate_slug(_slug_for(repo, resolved)), None, resolved, known["branch"],
+                         known["head"], "worktree.adopted")
     return {**data, "adopted": True}
 
 

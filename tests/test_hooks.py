@@ -163,3 +163,13 @@ def test_bad_input_is_a_usage_error_without_a_traceback(repo, cli, tmp_path):
     for args in (("install",), ("status", "--json"), ("uninstall",)):
         res = cli("hooks", *args, cwd=outside)
         assert res.code == ExitCode.USAGE and "not inside a git repository" in res.err and "Traceback" not in res.err
+
+
+def test_hooks_run_is_the_script_for_a_hook_manager_and_strict_pre_push_blocks(repo, cli):
+    env = {"PATH": WITH_AGENTKIT["PATH"]}
+    res = cli("hooks", "run", "pre-push", "origin", "/nowhere", env=env)
+    assert res.code == 0 and "AGENTS.md is out of date" in res.err
+    assert cli("hooks", "run", "pre-push", "origin", "/nowhere", env={**env, "AGENTKIT_PRE_PUSH_STRICT": "1"}).code == 1
+    assert cli("install-docs").code == 0
+    res = cli("hooks", "run", "pre-push", "origin", "/nowhere", env={**env, "AGENTKIT_PRE_PUSH_STRICT": "1"})
+    assert res.code == 0 and res.err == ""
