@@ -13,6 +13,12 @@ SLUG_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
 SCHEMA_VERSION = 1
 
 
+def no_hooks_env() -> dict:
+    """The environment for agentkit's own checkouts: agentkit's git hooks skip their part (a chained hook still
+    runs), since the command at work writes the worktree's row itself."""
+    return {**os.environ, "AGENTKIT_NO_HOOKS": "1"}
+
+
 def validate_slug(slug: str) -> str:
     if not SLUG_RE.fullmatch(slug) or ".." in slug or slug.endswith((".lock", ".")):
         raise usage(f"invalid slug {slug!r}: use 1-63 lowercase letters, digits, '.', '_' or '-', "
@@ -219,7 +225,8 @@ def _git_add(repo, slug: str | None, path: Path, branch: str, base_commit: str, 
         # --quiet: a git whose agentkit was killed then writes nothing to the dead pipe, so it finishes its
         # checkout instead of dying of SIGPIPE half-way; repairs wait for it (_wait_for_git)
         adding = git.start(["worktree", "add", "--quiet", *(["-b", branch, str(path), base_commit] if create
-                                                            else [str(path), branch])], repo.root)
+                                                            else [str(path), branch])], repo.root,
+                           env=no_hooks_env())
         failpoints.reach("worktree-add:checking-out")
         try:
             if meanwhile is not None:
@@ -403,6 +410,12 @@ def up(repo, slug: str) -> dict:
         if row["status"] != "active" and _creator_alive(row):
             raise _busy(row, "wait for that command to finish")
         path, branch, base_commit = Path(row["path"]), row["branch"], row["base_commit"]
+    return _bring_up(repo, slug, row, path, branch, base_commit, "worktree.up")
+
+
+def _bring_up(repo, slug: str, row: dict | None, path: Path, branch: str, base_commit: str | None,
+              kind: str) -> dict:
+    """`up`'s repair, shared with `adopt`: the checkout, the allocation (the one `new` makes) and the env file."""
     ready = redis.ensure_running(repo)
     base_url = ready["url"]
     repaired = []
@@ -425,7 +438,7 @@ def up(repo, slug: str) -> dict:
             row, change = _allocate_row(repo, slug, path, branch, base_commit, ready["databases"], "creating")
             repaired.append("allocation")
         _flush(repo, row, base_url)
-        wt = _finish(repo, row, base_url, "worktree.up")
+        wt = _finish(repo, row, base_url, kind)
         repaired.append("env_file")
     else:
         wt = describe(repo, row, base_url, "active")
@@ -437,6 +450,44 @@ def up(repo, slug: str) -> dict:
     _write_mirror(repo)
     repo.hook.worktree_up(worktree=wt, config=repo.config)
     return {"schema_version": SCHEMA_VERSION, **wt, "repaired": repaired, "band_change": change, **_warning(ready)}
+
+
+def _slug_for(repo, path: Path) -> str:
+    """A free slug for a worktree folder agentkit did not name: the folder's name made valid (lowercase; other
+    characters become '-'), with -2, -3, ... when another worktree has it."""
+    stem = re.sub(r"\.{2,}", ".", re.sub(r"[^a-z0-9._-]+", "-", path.name.lower()))
+    stem = stem.strip("-._")[:56].removesuffix(".lock").rstrip("-._") or "worktree"
+    taken = {r["slug"] for r in repo.store.rows("SELECT slug FROM worktrees")}
+    return next(s for s in (stem, *(f"{stem}-{n}" for n in range(2, 10_000))) if s not in taken)
+
+
+def adopt(repo, path: Path | str) -> dict:
+    """Bring a linked worktree agentkit never made (plain `git worktree add`, another tool; a folder anywhere, on
+    the branch git has there) under agentkit: a Redis DB (flushed), a port block and an env file, as `new` gives.
+    Its slug is the folder's name (made valid, made unique). Idempotent: a worktree agentkit already has is left
+    as it is (`adopted` is false; `up SLUG` repairs one)."""
+    resolved = Path(path).resolve()
+    listing = git.worktrees(repo.root)
+    known = next((w for w in listing if Path(w["path"]).resolve() == resolved), None)
+    if known is None:
+        raise not_found(f"{resolved} is not a worktree of this repository",
+                        "see `git worktree list`, or make one with `agentkit worktree new SLUG`")
+    if known is listing[0] or known.get("bare"):
+        raise usage(f"{resolved} is the main checkout, not a linked worktree",
+                    "adopt a worktree made with `git worktree add`")
+    if not known.get("branch"):
+        raise usage(f"{resolved} has a detached HEAD: an agentkit worktree is on a branch",
+                    f"check out a branch there (git -C {resolved} switch -c NAME), then rerun")
+    with repo.lock("adopt"):  # two adopts at once (hooks of two `git worktree add`) must not pick one slug
+        row = next((r for r in repo.store.rows("SELECT * FROM worktrees")
+                    if Path(r["path"]).resolve() == resolved), None)
+        if row is not None:
+            status = row["status"] if row["status"] == "active" or _creator_alive(row) else "incomplete"
+            return {"schema_version": SCHEMA_VERSION, **describe(repo, row, redis.url(repo), status),
+                    "adopted": False, "repaired": [], "band_change": None}
+        data = _bring_up(repo, validate_slug(_slug_for(repo, resolved)), None, resolved, known["branch"],
+                         known["head"], "worktree.adopted")
+    return {**data, "adopted": True}
 
 
 def list_all(repo) -> list[dict]:
@@ -624,7 +675,7 @@ def recycle(repo, old_slug: str, slug: str, base: str) -> dict:
         prior = tips.get(branch)
         saved = _save_unmerged(slug, prior, base, repo.root)
         git.run(["worktree", "move", str(old_path), str(path)], repo.root)
-        moving = git.start(["checkout", "--quiet", "--force", "-B", branch, base], path)
+        moving = git.start(["checkout", "--quiet", "--force", "-B", branch, base], path, env=no_hooks_env())
         try:
             _flush(repo, old, ready["url"])
         finally:

@@ -39,6 +39,7 @@ GROUPS = (
     ("config", "agentkit.cli.info", "config_app"),
     ("task", "agentkit.cli.tasks", "app"),
     ("jobs", "agentkit.cli.jobs", "app"),
+    ("hooks", "agentkit.cli.hooks", "app"),
 )
 
 

@@ -1,6 +1,7 @@
-"""`agentkit worktree …` (also `agent-worktree …`): plan, new, up, list, remove, cleanup."""
+"""`agentkit worktree …` (also `agent-worktree …`): plan, new, up, adopt, list, remove, cleanup."""
 
 import sys
+from pathlib import Path
 
 import typer
 
@@ -58,6 +59,22 @@ def up_cmd(slug: str, as_json: bool = JSON_OPT):
     band_note(data.get("band_change"))
     if data["repaired"]:
         say(f"repaired: {', '.join(data['repaired'])}")
+    render(data, as_json, lambda d: pairs(d, ["slug", "path", "branch", "redis_db", "redis_url", "ports",
+                                              "env_file", "status"]))
+
+
+@app.command("adopt")
+def adopt_cmd(path: Path = typer.Argument(None, help="The worktree's folder (default: the current directory)."),
+              as_json: bool = JSON_OPT):
+    """Give a worktree agentkit did not make (plain `git worktree add`) its Redis DB, port block and env file."""
+    from agentkit import worktrees
+
+    with handled(as_json):
+        data = worktrees.adopt(open_repo(), path or Path.cwd())
+    _warn(data)
+    band_note(data.get("band_change"))
+    say(f"adopted {data['path']} as {data['slug']} (redis db {data['redis_db']})" if data["adopted"]
+        else f"{data['path']} is agentkit's already, as {data['slug']}")
     render(data, as_json, lambda d: pairs(d, ["slug", "path", "branch", "redis_db", "redis_url", "ports",
                                               "env_file", "status"]))
 
