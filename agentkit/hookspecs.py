@@ -99,7 +99,10 @@ def worktree_users(repo, worktree: dict, released_by: str | None) -> list | None
 def snapshot_sections(repo) -> dict | None:
     """Add top-level sections to `agentkit snapshot`. Return ``{"section_name": data}``; all are merged.
 
-    Called on every snapshot, which must stay fast: read state, do not start services.
+    A name is lowercase letters, digits and ``_``, starting with a letter (prefix it with your plugin's name);
+    a core section's name, one another plugin already gave, or a bad name is left out and named in the
+    snapshot's ``warnings`` (docs/snapshot.md). Called on every snapshot, which must stay fast: read state, do
+    not start services.
     """
 
 

@@ -26,6 +26,7 @@ COMMANDS = (
     ("spawn", "agentkit.cli.jobs", "spawn"),
     ("health", "agentkit.cli.jobs", "health"),
     ("snapshot", "agentkit.cli.info", "snapshot"),
+    ("doctor", "agentkit.cli.doctor", "doctor"),
     ("plugins", "agentkit.cli.info", "plugins"),
     ("events", "agentkit.cli.info", "events"),
     ("version", "agentkit.cli.info", "version"),

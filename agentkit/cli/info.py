@@ -2,17 +2,23 @@
 
 import typer
 
-from agentkit.cli.common import JSON_OPT, handled, open_repo, render, table
+from agentkit.cli.common import JSON_OPT, handled, open_repo, render, say, table
 
 config_app = typer.Typer(help="The merged configuration.", no_args_is_help=True)
 
 
-def snapshot(as_json: bool = JSON_OPT):
-    """Everything at once (worktrees, capacity, redis, plugin sections): a stable, versioned document."""
+def snapshot(schema_version: int = typer.Option(None, "--schema-version", metavar="N",
+                                                help="Serve this version of the document's shape (default: the "
+                                                     "current one; the previous one is kept for one major "
+                                                     "version, see docs/snapshot.md)."),
+             as_json: bool = JSON_OPT):
+    """Everything at once (worktrees, capacity, redis, tasks, jobs, plugin sections): a stable, versioned
+    document (docs/snapshot.schema.json)."""
+    from agentkit.snapshot import SCHEMA_VERSION
     from agentkit.snapshot import snapshot as take
 
     with handled(as_json):
-        data = take(open_repo())
+        data = take(open_repo(), SCHEMA_VERSION if schema_version is None else schema_version)
 
     def human(d):
         print(f"repo  {d['repo']}")
@@ -24,6 +30,8 @@ def snapshot(as_json: bool = JSON_OPT):
         print("tasks " + ", ".join(f"{k} {v}" for k, v in t["counts"].items() if v) + f"; ready {t['ready']}")
         print(f"jobs  {j['active']}/{j['capacity']} running, {j['queued']} queued")
         table(d["worktrees"], ["slug", "status", "branch", "redis_db", "path"])
+        for warning in d.get("warnings", []):
+            say(f"warning: {warning}")
 
     render(data, as_json, human)
 
