@@ -80,7 +80,8 @@ def render(existing: str | None, root: Path | None = None, pages: list[str] | tu
         return "# AGENTS.md\n\n" + block
     start, end = existing.find(BEGIN), existing.find(END)
     if start != -1 and end > start:
-        return existing[:start] + block + existing[end + len(END):].lstrip("\n")
+        rest = existing[end + len(END):]
+        return existing[:start] + block + rest.removeprefix("\n")  # the block's own newline; the user's text as is
     return existing.rstrip("\n") + "\n\n" + block
 
 

@@ -265,3 +265,43 @@ def test_index_lists_every_page_and_readme_links_each():
     linked = set(re.findall(r"\]\(docs/([\w.-]+\.md)\)", readme))
     assert sorted(pages - linked) == [], "pages the README does not link"
     assert readme.index("make demo") < readme.index("make test") < readme.index("## A two-minute tour")
+
+
+# --- the example plugins in docs/plugins.md are loaded and exercised -------------------------------------------
+
+def _example(name: str) -> str:
+    found = re.search(rf"^<!-- example: {re.escape(name)} .*?-->\n```python\n(.*?)^```$",
+                      (DOCS / "plugins.md").read_text(), re.M | re.S)
+    assert found, f"docs/plugins.md has no block marked <!-- example: {name} -->"
+    return found.group(1)
+
+
+def test_example_capacity_policy_caps_the_band(repo, cli, tmp_path):
+    from tests.conftest import write_plugin
+
+    env = {**write_plugin(tmp_path, "max_slots", _example("max_slots.py")), "MAX_SLOTS": "4",
+           "AGENTKIT_CAPACITY_FLOOR": "2"}
+    listed = cli("plugins", "--json", env=env).json["plugins"]
+    assert {"name": "max_slots", "builtin": False, "hooks": ["band_target"]} in listed
+    for slug in "abcd":
+        res = cli("worktree", "new", slug, "--json", env=env)
+        assert res.code == 0, res.err
+        if slug == "c":
+            assert res.json["band_change"]["from"] == 2 and res.json["band_change"]["to"] == 4
+    res = cli("worktree", "new", "e", "--json", env=env)
+    assert res.code == 3 and res.json["error"]["name"] == "capacity", res.err
+    assert "will not grow past 4 slots" in res.json["error"]["message"]
+    assert cli("scale", "status", "--json", env=env).json["current"] == 4
+    without = {"AGENTKIT_CAPACITY_FLOOR": "2"}
+    res = cli("worktree", "new", "e", "--json", env=without)
+    assert res.code == 0 and res.json["band_change"]["to"] == 14, "the built-in band grows by a step"
+
+
+def test_example_grow_by_five(repo, cli, tmp_path):
+    from tests.conftest import write_plugin
+
+    env = {**write_plugin(tmp_path, "grow_by_five", _example("grow_by_five.py")), "AGENTKIT_CAPACITY_FLOOR": "2"}
+    for slug in "ab":
+        assert cli("worktree", "new", slug, env=env).code == 0
+    res = cli("worktree", "new", "c", "--json", env=env)
+    assert res.code == 0 and res.json["band_change"] == {"from": 2, "to": 7, "reason": "allocating for c"}
