@@ -160,6 +160,10 @@ def test_a_missing_page_or_a_bad_page_list_exits_2(repo, cli):
     assert not (repo / "AGENTS.md").exists()
     res = cli("install-docs", env={"AGENTKIT_DOCS_AGENTS_PAGES": "../outside.md"})
     assert res.code == 2 and "docs.agents_pages" in res.err
+    (repo / ".agents").mkdir(exist_ok=True)
+    (repo / ".agents" / "config.toml").write_text("[docs]\nagents_pages = [1]\n")
+    res = cli("install-docs")
+    assert res.code == 2 and "is not a list of strings" in res.err
 
 
 def test_install_docs_writes_the_current_worktree_not_the_main_checkout(repo, cli):
