@@ -51,6 +51,7 @@ DEFAULTS: dict[str, Any] = {
     "run.into": "agentkit/integration",
     "run.notify_cmd": "",
     "run.rate_limit_wait": "5m",
+    "docs.agents_pages": [],
 }
 
 MINIMUM = {"capacity.floor": 1, "capacity.step": 1, "redis.databases": 1, "ports.block": 1,
@@ -63,6 +64,7 @@ MAXIMUM = {"ports.base": 65535, "ports.block": 65535,
            "locks.timeout": int(durations.MAX_SECONDS), "run.testing_ratio": 3}  # past it the lock's timer overflows
 DURATIONS = ("claims.lease", "jobs.grace", "jobs.timeout", "jobs.ttl", "jobs.linger", "jobs.kept_claim_lease",
              "run.timeout", "run.init_timeout", "run.rate_limit_wait")  # parsed by agentkit.durations; "" = none
+STRING_LISTS = ("docs.agents_pages",)  # list keys of strings; every other list key holds ints
 
 
 def env_name(key: str) -> str:
@@ -94,6 +96,14 @@ def _int(value: Any) -> int:
     if not -INT64 - 1 <= number <= INT64:
         raise _Invalid("is not a valid int: past 64 bits")
     return number
+
+
+def _strings(value: Any) -> list[str]:
+    """A list of strings from TOML, or comma-separated text (env vars, flags)."""
+    items = [v.strip() for v in value.split(",") if v.strip()] if isinstance(value, str) else value
+    if not isinstance(items, list) or not all(isinstance(v, str) for v in items):
+        raise _Invalid("is not a list of strings")
+    return items
 
 
 def _typed(default: Any, value: Any) -> Any:
@@ -165,15 +175,22 @@ def _check_reserved(value: list[int]) -> None:
         raise _Invalid("must hold Redis DB numbers (0 or more)")
 
 
+def _check_pages(value: list[str]) -> None:
+    for page in value:
+        parts = page.replace("\\", "/").split("/")
+        if page.startswith("/") or ".." in parts or "\0" in page:
+            raise _Invalid(f"must hold paths relative to the repository root, inside it: {page!r}")
+
+
 CHECKS = {"worktrees.root": _check_root, "worktrees.env_file": _check_file_name, "redis.url": _check_url,
-          "redis.bind": _check_bind, "redis.reserved": _check_reserved}
+          "redis.bind": _check_bind, "redis.reserved": _check_reserved, "docs.agents_pages": _check_pages}
 
 
 def _coerce(key: str, value: Any, source: str) -> Any:
     """A value from `source` for `key`, type-checked and validated (defaults are not: they are known good)."""
     shown = value
     try:
-        value = _typed(DEFAULTS[key], value)
+        value = _strings(value) if key in STRING_LISTS else _typed(DEFAULTS[key], value)
         if key in MINIMUM and value < MINIMUM[key]:
             raise _Invalid(f"must be at least {MINIMUM[key]}")
         if key in MAXIMUM and value > MAXIMUM[key]:
