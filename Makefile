@@ -25,6 +25,7 @@ lint: install
 docs: install
 	$(BIN)/python -m agentkit.cli.reference > docs/cli.md
 	$(BIN)/python -m agentkit.cli.hookref
+	$(BIN)/python -m agentkit.docs
 
 bench: install
 	$(BIN)/python bench/cold_start.py

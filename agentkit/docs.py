@@ -82,7 +82,10 @@ def render(existing: str | None, root: Path | None = None, pages: list[str] | tu
     if start != -1 and end > start:
         rest = existing[end + len(END):]
         return existing[:start] + block + rest.removeprefix("\n")  # the block's own newline; the user's text as is
-    return existing.rstrip("\n") + "\n\n" + block
+    # a marker without its twin (an edit lost one): it goes, so the fresh block below is the only one and the
+    # next run finds it; the text it bounded is kept, as the user's
+    kept = "\n".join(line for line in existing.split("\n") if line.strip() not in (BEGIN, END))
+    return kept.rstrip("\n") + "\n\n" + block
 
 
 def diff_summary(old: str | None, new: str) -> dict:

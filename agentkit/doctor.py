@@ -305,30 +305,20 @@ def _agents_md(repo) -> dict:
     return check("agents_md", OK, f"{found['path']} is current")
 
 
-# ---- git hooks: agentkit.hooks is being written; until it exists this check is simply absent --------------
+# ---- git hooks ----------------------------------------------------------------------------------------
 
-def _hooks(repo) -> dict | None:
-    import importlib
-    import importlib.util
+def _hooks(repo) -> dict:
+    from agentkit import hooks
 
-    if importlib.util.find_spec("agentkit.hooks") is None:
-        return None
-    status = importlib.import_module("agentkit.hooks").status(repo)
-    if _hooks_installed(status):
-        return check("hooks", OK, "agentkit's git hooks are installed")
-    return check("hooks", WARN, "agentkit's git hooks are not installed", "agentkit hooks install")
-
-
-def _hooks_installed(status) -> bool:
-    """`agentkit.hooks.status` returns a dict; read it loosely: a top-level `installed`, else every entry of
-    `hooks` (a list of dicts or a name -> dict/bool mapping) installed."""
-    if not isinstance(status, dict):
-        return bool(status)
-    if isinstance(status.get("installed"), bool):
-        return status["installed"]
-    hooks = status.get("hooks")
-    if isinstance(hooks, dict):
-        hooks = [{"installed": v} if not isinstance(v, dict) else v for v in hooks.values()]
-    if isinstance(hooks, list) and hooks:
-        return all(bool(h.get("installed")) if isinstance(h, dict) else bool(h) for h in hooks)
-    return False
+    rows = {h["name"]: h for h in hooks.status(repo)["hooks"]}
+    missing = [n for n in hooks.DEFAULT if rows[n]["owner"] != "agentkit"]
+    stale = [n for n, h in rows.items() if h["owner"] == "agentkit" and not h["current"]]
+    if missing:
+        return check("hooks", WARN, f"agentkit's git hooks are not installed: {', '.join(missing)} (a merge that "
+                     "changes docs/ leaves AGENTS.md stale; a plain `git worktree add` gets no Redis DB)",
+                     "agentkit hooks install")
+    if stale:
+        return check("hooks", WARN, f"agentkit's git hooks are older than this agentkit: {', '.join(stale)}",
+                     "agentkit hooks install")
+    ours = ", ".join(n for n, h in rows.items() if h["owner"] == "agentkit")
+    return check("hooks", OK, f"agentkit's git hooks are installed ({ours})")
