@@ -18,6 +18,9 @@ def test_demo_walks_through_every_feature_and_leaves_nothing_running(tmp_path):
     assert "task  4 checkout api   → failing (job" in out and "task  4 checkout api   → passing" in out
     assert "integrated 12 tasks into agentkit/integration" in out and "testing agent re-verifies task" in out
     assert re.search(r"job \d+: timed_out, exit status 124, processes left: 0", out)
+    assert re.search(r"plain-checkout: adopted as plain-checkout, redis db \d+, ports \d+-\d+", out)
+    assert re.search(r"ok   hooks +agentkit's git hooks are installed", out)
+    assert re.search(r"warn agents_md .*\n +fix: agentkit install-docs", out)
     assert "Traceback" not in res.err
     status = ak("redis", "status", "--json", cwd=folder / "shop")
     assert status.code == 0 and status.json["running"] is False, "without --keep the demo stops its Redis"

@@ -115,6 +115,37 @@ def _hung_agent(repo) -> None:
           f"processes left: {len(procs.with_token(jobs.get(repo, job['job_id'])['token']))}")
 
 
+def _hooks_and_doctor(repo) -> None:
+    import sys
+
+    from agentkit import doctor, hooks, worktrees
+
+    _step("Git hooks: a plain `git worktree add` is adopted (Redis DB, ports, env file) by post-checkout")
+    done = hooks.install(repo)
+    print("  installed: " + ", ".join(h["name"] for h in done["hooks"]) + f" in {done['hooks_dir']}")
+    plain = repo.root.parent / "plain-checkout"
+    path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])  # the hook calls agentkit
+    subprocess.run(["git", "worktree", "add", "-q", "-b", "plain", str(plain)], cwd=repo.root, check=True,
+                   env={**os.environ, **GIT_IDENTITY, "PATH": path}, capture_output=True)
+    deadline = time.monotonic() + 20
+    found = None
+    while found is None and time.monotonic() < deadline:
+        found = next((w for w in worktrees.list_all(repo) if w["path"] == str(plain) and w["redis_db"]), None)
+        time.sleep(0.1)
+    ports = f"{found['ports'][0]}-{found['ports'][-1]}" if found and found["ports"] else "none"
+    print(f"  {plain.name}: " + (f"adopted as {found['slug']}, redis db {found['redis_db']}, ports {ports}"
+                                 if found else "still being adopted in the background"))
+
+    _step("`agentkit doctor`: every part of the set-up checked, each problem with its fix")
+    report = doctor.run(repo.root)
+    for c in report["checks"]:
+        print(f"  {c['status']:<4} {c['name']:<12} {c['message'][:90]}"
+              + (f"\n       fix: {c['fix']}" if c["status"] != "ok" and c.get("fix") else ""))
+    if found:
+        worktrees.remove(repo, found["slug"], force=True)
+    hooks.uninstall(repo)
+
+
 def run(directory: Path | None, agents: int, keep: bool) -> None:
     from agentkit import capacity, redis, worktrees
     from agentkit.repo import Repo
@@ -175,6 +206,7 @@ def run(directory: Path | None, agents: int, keep: bool) -> None:
 
             _orchestrate(repo)
             _hung_agent(repo)
+            _hooks_and_doctor(repo)
 
             where = "" if keep or directory else " (this sample goes away now: rerun with --keep to look around)"
             _step(f"Where to look{where}: `agentkit -C {root} events --kind feature_update`, `agentkit -C {root} "
