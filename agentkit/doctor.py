@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from agentkit import procs
 from agentkit.errors import FAILURES
 
 SCHEMA_VERSION = 1
@@ -179,16 +180,6 @@ def _redis(repo, store_open: bool) -> dict:
                               f"slots used (ceiling {band['ceiling']})")
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _held(path: Path) -> bool:
     """Is the flock on `path` taken? A shared, non-blocking try on a read-only descriptor: nothing is written."""
     import fcntl
@@ -217,7 +208,7 @@ def _locks(repo) -> dict:
             continue
         recorded = holder(repo.paths.agents, path.stem)
         pid = int(recorded) if recorded and recorded.isdigit() else None
-        if pid is None or not _pid_alive(pid):
+        if pid is None or not procs.exists(pid):
             stale.append(f"{path} (taken, but its recorded holder pid {recorded or '?'} is dead)")
         elif time.time() - path.stat().st_mtime > repo.config["locks.timeout"]:
             slow.append(f"{path} (held by pid {pid} for {time.time() - path.stat().st_mtime:.0f}s)")

@@ -106,6 +106,18 @@ def alive(pid: int | None, started: float | None, cmdline_has: bytes | None = No
     return not plat.is_zombie(pid)
 
 
+def exists(pid: int) -> bool:
+    """Some process has `pid` (signal 0; one of another user's counts), whatever it is: for a pid recorded in a
+    file, where no start time was kept to tell a reused pid apart (`alive` does that)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def outside_jobs_environ() -> dict:
     """This process's environment, marked as belonging to no job: a process agentkit starts from inside a job
     (a supervisor, the managed redis-server) must not be killed with that job's tree."""

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
-from agentkit import failpoints
+from agentkit import failpoints, procs
 from agentkit.errors import AgentkitError, usage
 
 META = "managed.json"
@@ -88,19 +88,24 @@ def _unreachable(repo_or_none, target: str, exc: Exception) -> AgentkitError:
     return AgentkitError(f"Redis at {redacted(target)} is unreachable: {exc}", hint)
 
 
-def _connect(parts, timeout: float):
-    import socket
+def _open(parts, timeout: float):
+    """A connected socket to the server a split URL names (a unix socket or TCP), no TLS yet."""
+    import socket  # 3 ms that commands which never connect need not pay
 
-    if parts.scheme == "unix":
-        sock = socket.socket(socket.AF_UNIX)
-        sock.settimeout(timeout)
-        try:
-            sock.connect(parts.path)
-        except OSError:
-            sock.close()
-            raise
-        return sock
-    sock = socket.create_connection((parts.hostname or "localhost", parts.port or 6379), timeout)
+    if parts.scheme != "unix":
+        return socket.create_connection((parts.hostname or "localhost", parts.port or 6379), timeout)
+    sock = socket.socket(socket.AF_UNIX)
+    sock.settimeout(timeout)
+    try:
+        sock.connect(parts.path)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def _connect(parts, timeout: float):
+    sock = _open(parts, timeout)
     if parts.scheme == "rediss":
         import ssl
 
@@ -269,19 +274,11 @@ def wait_ready(target: str, timeout: float = 10.0) -> None:
 
 
 def reachable(target: str, timeout: float = 0.3) -> bool:
-    """A TCP (or unix socket) connect, without importing the client: enough for a status line."""
-    import socket  # 3 ms that commands which never connect need not pay
-
-    parts = urlsplit(target)
+    """A TCP (or unix socket) connect, no command sent: enough for a status line."""
     try:
-        if parts.scheme == "unix":
-            with socket.socket(socket.AF_UNIX) as sock:
-                sock.settimeout(timeout)
-                sock.connect(parts.path)
-        else:
-            socket.create_connection((parts.hostname or "127.0.0.1", parts.port or 6379), timeout).close()
+        _open(urlsplit(target), timeout).close()
         return True
-    except OSError:
+    except (OSError, ValueError):  # ValueError: a port that is no number
         return False
 
 
@@ -321,17 +318,7 @@ def managed_pid(repo) -> int | None:
             return pid if b"redis-server" in cmdline.read_bytes() else None
         except OSError:
             return None
-    return pid if _alive(pid) else None
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-        return True
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
+    return pid if procs.exists(pid) else None
 
 
 def _running(repo) -> dict | None:
@@ -417,7 +404,7 @@ def _answers_as(target: str, pid: int, proc: subprocess.Popen | None = None, tim
                 return False
             if fields.get("loading", "0") == "0":
                 return True
-        if (proc.poll() is not None) if proc is not None else not _alive(pid):
+        if (proc.poll() is not None) if proc is not None else not procs.exists(pid):
             return False
         time.sleep(0.02)
     return False
@@ -460,7 +447,6 @@ def _write_meta(repo, meta: dict) -> dict:
 def _start_locked(repo, dbs: int, events: list) -> dict:
     """Start redis-server with `databases` = dbs on the port it had, if free (else on a free one, with a
     `redis.moved` event), and return its managed.json. Hold the `redis` lock."""
-    from agentkit.procs import outside_jobs_environ
     from agentkit.state.files import atomic_write
 
     bind = _listen_address(repo)
@@ -479,7 +465,7 @@ def _start_locked(repo, dbs: int, events: list) -> dict:
         # what it prints before its log is open (a fatal config error) goes to the log too
         with log.open("ab") as out:
             proc = subprocess.Popen([exe, str(conf)], stdin=subprocess.DEVNULL, stdout=out, stderr=out,
-                                    start_new_session=True, env=outside_jobs_environ())
+                                    start_new_session=True, env=procs.outside_jobs_environ())
         failpoints.reach("redis-start:spawned")
         target = _base_url(bind, port)
         if _answers_as(target, proc.pid, proc):
