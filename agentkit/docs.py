@@ -108,6 +108,13 @@ def install(root: Path, target: str = "AGENTS.md", check: bool = False, dry_run:
             "pages": list(pages), "diff": diff_summary(existing, wanted) if changed else None}
 
 
+def install_in(repo, start: Path | None = None, target: str = "AGENTS.md", check: bool = False,
+               dry_run: bool = False) -> dict:
+    """`install` as `agentkit install-docs` runs it: the AGENTS.md of the worktree `start` (default: the current
+    folder) is in, with the repository's configured pages."""
+    return install(tree_root(start), target, check=check, dry_run=dry_run, pages=repo.config["docs.agents_pages"])
+
+
 def own_pages(root: Path) -> list[str]:
     """docs.agents_pages from `root`'s own pyproject.toml: the list a checkout of agentkit itself uses, read from
     that tree (a linked worktree's config otherwise comes from the main checkout)."""

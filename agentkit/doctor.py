@@ -7,7 +7,6 @@ raises becomes a failed check naming the error, so the report always comes out w
 import os
 import re
 import sqlite3
-import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -49,7 +48,7 @@ def run(start: Path | None = None) -> dict:
     if store_open:
         steps += [("worktrees", lambda: _worktrees(repo)), ("jobs", lambda: _jobs(repo)),
                   ("claims", lambda: _claims(repo))]
-    steps += [("agents_md", lambda: _agents_md(repo)), ("hooks", lambda: _hooks(repo))]
+    steps += [("agents_md", lambda: _agents_md(repo, start)), ("hooks", lambda: _hooks(repo))]
     for name, step in steps:
         found = _guarded(name, step)
         if found is not None:
@@ -77,13 +76,15 @@ def _guarded(name: str, step: Callable[[], dict | None]) -> dict | None:
 # ---- the checks ------------------------------------------------------------------------------------------
 
 def _git(root: Path) -> dict:
+    from agentkit import git
+
     try:
-        shown = subprocess.run(["git", "--version"], capture_output=True, text=True).stdout.strip()
+        shown = git.run(["--version"], root, check=False).stdout.strip()
     except FileNotFoundError:
         return check("git", FAIL, "git is not installed", "install git 2.38 or newer")
     found = re.search(r"(\d+)\.(\d+)", shown)
     version = (int(found.group(1)), int(found.group(2))) if found else (0, 0)
-    listed = subprocess.run(["git", "worktree", "list", "--porcelain"], cwd=root, capture_output=True, text=True)
+    listed = git.run(git.WORKTREE_LIST, root, check=False)
     if listed.returncode != 0:
         return check("git", FAIL, f"`git worktree list` fails in {root}: {listed.stderr.strip()}",
                      "upgrade git (2.38 or newer) or repair the repository (git fsck)")
@@ -144,6 +145,7 @@ def _redis_server(repo) -> dict:
 
 def _redis(repo, store_open: bool) -> dict:
     from agentkit import capacity, redis, worktrees
+    from agentkit.errors import AgentkitError
 
     slots = worktrees.slots(repo.store.conn) if store_open else {}
     target = redis.url(repo)
@@ -156,9 +158,12 @@ def _redis(repo, store_open: bool) -> dict:
     if managed and redis.managed_pid(repo) is None:
         return check("redis", down, f"the managed redis-server ({shown}) is not running"
                      + (f"; {len(slots)} worktree(s) use it" if slots else ""), "agentkit redis start")
-    if not managed and not redis.reachable(target, timeout=1.0):
-        return check("redis", down, f"Redis at {shown} does not answer",
-                     "start that Redis, or point redis.url at one that runs (agentkit config show)")
+    try:  # a live pid is not an answer: a stopped (SIGSTOP) or wedged server only shows on a command
+        redis.command(target, "PING", repo=repo, timeout=1.0, connect_timeout=1.0, why="agentkit doctor asks")
+    except AgentkitError as exc:
+        fix = ("agentkit redis stop && agentkit redis start (see .agents/redis/redis.log)" if managed
+               else "start that Redis, or point redis.url at one that runs (agentkit config show)")
+        return check("redis", down, f"Redis at {shown} does not answer PING within 1 s: {exc.message}", fix)
     live = redis.live_databases(repo, target)
     if not store_open:
         return check("redis", OK, f"Redis at {shown} answers, databases {live}")
@@ -285,10 +290,10 @@ def _claims(repo) -> dict:
     return check("claims", OK, "no claim past its lease")
 
 
-def _agents_md(repo) -> dict:
+def _agents_md(repo, start: Path | None) -> dict:
     from agentkit import docs
 
-    found = docs.install(repo.root, check=True)
+    found = docs.install_in(repo, start, check=True)  # what `agentkit install-docs --check` would say here
     if found["changed"]:
         what = "is out of date" if Path(found["path"]).exists() else "does not exist"
         return check("agents_md", WARN, f"{found['path']} {what}: coding agents read agentkit's section there",

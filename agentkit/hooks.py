@@ -2,6 +2,7 @@
 to the hooks already there, removed with those restored byte for byte."""
 
 import os
+import re
 from importlib.resources import files
 from pathlib import Path
 
@@ -60,9 +61,16 @@ def _is_ours(path: Path) -> bool:
     return text is not None and MARKER in text
 
 
+# husky v9's stubs (.husky/_/NAME) name no manager: they source their folder's `h`, which dispatches on the
+# file's own name, so a stub renamed to NAME.agentkit-chained would run nothing
+_HUSKY_STUB = re.compile(r'^\s*\.\s+"?\$\(dirname\s+"?\$0"?\)/h"?\s*$', re.M)
+
+
 def _manager(path: Path) -> str | None:
-    text = (_text(path) or "").lower()
-    return next((m for m in MANAGERS if m in text), None)
+    text = _text(path) or ""
+    if _HUSKY_STUB.search(text) or (path.parent.name == "_" and path.parent.parent.name == ".husky"):
+        return "husky"
+    return next((m for m in MANAGERS if m in text.lower()), None)
 
 
 def _one_status(folder: Path, name: str) -> dict:
@@ -104,6 +112,10 @@ def _install_one(folder: Path, name: str, force: bool) -> dict:
                            f"move it away (or back to {path}) first, then rerun")
         os.replace(path, replaced)
         action = "replaced"
+    elif before["owner"] == "foreign" and before["manager"] == "husky":
+        raise conflict(f"{path} is husky's: chained under another name it would run nothing",
+                       f'call agentkit\'s from husky instead: add `agentkit hooks run {name} "$@"` to .husky/{name} '
+                       "(see docs/hooks.md), or rerun with --force to set husky's aside")
     elif before["owner"] == "foreign":
         if os.path.lexists(chained):
             raise conflict(f"{path} is not agentkit's, and {chained} exists already",
@@ -124,8 +136,13 @@ def install(repo, only: list[str] | None = None, force: bool = False) -> dict:
     wanted = names(only)
     folder, configured = hooks_dir(repo)
     folder.mkdir(parents=True, exist_ok=True)
-    return {"schema_version": SCHEMA_VERSION, "hooks_dir": str(folder), "hooks_path": configured,
+    done = {"schema_version": SCHEMA_VERSION, "hooks_dir": str(folder), "hooks_path": configured,
             "hooks": [_install_one(folder, name, force) for name in wanted]}
+    if configured and not Path(configured).is_absolute():
+        done["warning"] = (f"core.hooksPath {configured!r} is relative: git resolves it in the worktree a hook runs "
+                           f"in, so linked worktrees do not find {folder}; set it absolute to cover them "
+                           f'(git config core.hooksPath "{folder}")')
+    return done
 
 
 def _uninstall_one(folder: Path, name: str) -> dict:

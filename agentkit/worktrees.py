@@ -175,6 +175,9 @@ def _allocate_row(repo, slug: str, path: Path, branch: str, base_commit: str | N
     now = time.time()
     with repo.store.tx() as conn:
         existing = conn.execute("SELECT * FROM worktrees WHERE slug = ?", (slug,)).fetchone()
+        if existing is not None and Path(existing["path"]).resolve() != Path(path).resolve():
+            raise conflict(f"worktree {slug} is being made at {existing['path']}, not {path}",
+                           "rerun: the slug is taken, the next try picks another")  # e.g. adopt racing new
         if existing is not None and existing["redis_db"] is not None:
             return dict(existing), None
         db, change = band.allocate(repo, conn, physical, slug, slots(conn))
@@ -467,12 +470,11 @@ def adopt(repo, path: Path | str) -> dict:
     Its slug is the folder's name (made valid, made unique). Idempotent: a worktree agentkit already has is left
     as it is (`adopted` is false; `up SLUG` repairs one)."""
     resolved = Path(path).resolve()
-    listing = git.worktrees(repo.root)
-    known = next((w for w in listing if Path(w["path"]).resolve() == resolved), None)
+    known = _git_worktree(repo, str(resolved))
     if known is None:
         raise not_found(f"{resolved} is not a worktree of this repository",
                         "see `git worktree list`, or make one with `agentkit worktree new SLUG`")
-    if known is listing[0] or known.get("bare"):
+    if resolved == repo.root.resolve() or known.get("bare"):
         raise usage(f"{resolved} is the main checkout, not a linked worktree",
                     "adopt a worktree made with `git worktree add`")
     if not known.get("branch"):

@@ -146,3 +146,29 @@ def test_the_hooks_check_says_what_is_missing_or_stale(repo, cli):
     hook.write_text(hook.read_text() + "# an older copy\n")
     stale = {c["name"]: c for c in cli("doctor", "--json").json["checks"]}["hooks"]
     assert stale["status"] == "warn" and "older" in stale["message"] and stale["fix"] == "agentkit hooks install"
+
+
+def test_a_wedged_managed_redis_is_not_taken_for_an_answer(repo, cli):
+    """Its pid alive is not enough: a redis-server stopped with SIGSTOP answers nothing, and doctor says so."""
+    assert cli("worktree", "new", "a").code == 0
+    pid = cli("redis", "status", "--json").json["pid"]
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        started = time.monotonic()
+        res = cli("doctor", "--json")
+        checks = {c["name"]: c for c in res.json["checks"]}
+        assert res.code == 1 and checks["redis"]["status"] == "fail", checks["redis"]
+        assert "does not answer PING" in checks["redis"]["message"] and "redis start" in checks["redis"]["fix"]
+        assert time.monotonic() - started < 20
+    finally:
+        os.kill(pid, signal.SIGCONT)
+
+
+def test_agents_md_is_checked_with_the_configured_pages(repo, cli):
+    """doctor asks what `install-docs --check` asks: with docs.agents_pages set, a current AGENTS.md is ok."""
+    (repo / "docs").mkdir()
+    (repo / "docs" / "guide.md").write_text("# Guide\n\nHow we work.\n")
+    (repo / "pyproject.toml").write_text('[tool.agentkit.docs]\nagents_pages = ["docs/guide.md"]\n')
+    assert cli("install-docs").code == 0 and cli("install-docs", "--check").code == 0
+    checks = {c["name"]: c for c in cli("doctor", "--json").json["checks"]}
+    assert checks["agents_md"]["status"] == "ok", checks["agents_md"]

@@ -100,7 +100,9 @@ def test_git_worktree_add_is_adopted_in_the_background_and_worktree_new_is_left_
 
     def adopted():
         rows = cli("worktree", "list", "--json").json["worktrees"]
-        return next((w for w in rows if w["path"] == str(plain) and w["redis_db"] is not None), None)
+        # active, not just allocated: the row has its DB before the flush and the env file (status `creating`)
+        return next((w for w in rows if w["path"] == str(plain) and w["status"] == "active"
+                     and (plain / ".agent.env").exists()), None)
 
     row = wait_until(adopted, timeout=30)
     assert row["slug"] == "elsewhere-feature" and row["branch"] == "feat/plain" and row["status"] == "active"
@@ -121,6 +123,7 @@ def test_install_respects_a_relative_core_hooks_path(repo, cli):
     res = cli("hooks", "install", "--json")
     assert res.code == 0 and res.json["hooks_dir"] == str(repo / ".githooks")
     assert res.json["hooks_path"] == ".githooks"
+    assert "relative" in res.json["warning"], "linked worktrees resolve a relative hooksPath in themselves"
     assert (repo / ".githooks" / "post-checkout").is_file() and not (repo / ".git" / "hooks" / "post-checkout").exists()
     merge_docs_change(repo)
     assert (repo / "AGENTS.md").is_file() and (repo / ".githooks" / "post-merge.agentkit-chained.args").exists()
@@ -173,3 +176,31 @@ def test_hooks_run_is_the_script_for_a_hook_manager_and_strict_pre_push_blocks(r
     assert cli("install-docs").code == 0
     res = cli("hooks", "run", "pre-push", "origin", "/nowhere", env={**env, "AGENTKIT_PRE_PUSH_STRICT": "1"})
     assert res.code == 0 and res.err == ""
+
+
+def test_a_husky_hook_is_not_chained_and_a_renamed_hook_of_ours_still_runs_the_chained_one(repo, cli):
+    """husky v9's stubs dispatch on their own file name, so chaining one would silence it: refused (exit 7) with
+    what to add to .husky/NAME. And ours finds the hook it chains to by its name, not by `$0`, so a manager that
+    runs ours under another name (pre-commit's `.legacy`) still runs the user's hook."""
+    husky = repo / ".husky" / "_"
+    husky.mkdir(parents=True)
+    (husky / "h").write_text("#!/bin/sh\nexit 0\n")
+    stub = husky / "post-merge"
+    stub.write_text('#!/usr/bin/env sh\n. "$(dirname "$0")/h"\n')
+    stub.chmod(0o755)
+    git(repo, "config", "core.hooksPath", ".husky/_")
+    refused = cli("hooks", "install", "--only", "post-merge", "--json")
+    assert refused.code == ExitCode.CONFLICT and "husky" in refused.json["error"]["message"]
+    assert "agentkit hooks run post-merge" in refused.json["error"]["hint"]
+    assert stub.read_text().endswith('/h"\n'), "husky's stub is left as it was"
+    git(repo, "config", "--unset", "core.hooksPath")
+
+    hooks = repo / ".git" / "hooks"
+    foreign_hook(hooks, "post-merge", "exit 0")
+    assert cli("hooks", "install").code == 0
+    os.replace(hooks / "post-merge", hooks / "post-merge.legacy")  # what pre-commit does to a hook not its own
+    wrapper = hooks / "post-merge"
+    wrapper.write_text('#!/bin/sh\n"$(dirname "$0")/post-merge.legacy" "$@"\n')
+    wrapper.chmod(0o755)
+    merge_docs_change(repo)
+    assert (hooks / "post-merge.agentkit-chained.args").exists(), "the user's hook ran under the wrapper"

@@ -18,9 +18,7 @@ def install_docs(target: str = typer.Option("AGENTS.md", "--file", help="File to
     from agentkit import docs
 
     with handled(as_json):
-        repo = open_repo()
-        data = docs.install(docs.tree_root(), target, check=check, dry_run=dry_run,
-                            pages=repo.config["docs.agents_pages"])
+        data = docs.install_in(open_repo(), target=target, check=check, dry_run=dry_run)
     if data["written"]:
         say(f"updated {data['path']}")
     elif data["changed"]:

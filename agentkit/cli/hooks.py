@@ -33,6 +33,8 @@ def install_cmd(only: list[str] = ONLY_OPT,
         if item["manager"]:
             say(f"note: {item['name']} was {item['manager']}'s hook: see docs/hooks.md on calling agentkit's "
                 f"from {item['manager']} instead of chaining")
+    if data.get("warning"):
+        say(f"warning: {data['warning']}")
     render(data, as_json, _show)
 
 
