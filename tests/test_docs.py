@@ -313,3 +313,15 @@ def test_a_lost_marker_is_mended_once_and_the_file_then_stays_put(tmp_path):
     mended = docs.render(damaged)
     assert mended.count(docs.BEGIN) == 1 and mended.count(docs.END) == 1 and "my notes" in mended
     assert docs.render(mended) == mended
+
+
+def test_page_links_are_rewritten_outside_code_titled_ones_too_and_long_fences_hold(tmp_path):
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "p.md").write_text(
+        "# P\n\nSee [a](a.md), [b](b.md \"Title\") and `[c](c.md)` as written.\n\n"
+        "````md\n```\n# inside\n```\n[d](d.md)\n````\n\n## After\n")
+    got = docs.page_section(tmp_path, "docs/p.md")
+    assert "[a](docs/a.md)" in got and '[b](docs/b.md "Title")' in got
+    assert "`[c](c.md)`" in got, "a code span is copied as it is"
+    assert "\n# inside\n" in got and "\n[d](d.md)\n" in got, "the inner ``` does not close the ```` fence"
+    assert "\n### After" in got and "\n## P" in got
