@@ -2,11 +2,13 @@
 
 import json
 import os
+import re
 import select
 import subprocess
 import sys
 import time
 from contextlib import contextmanager
+from pathlib import Path
 
 import httpx
 import pytest
@@ -187,6 +189,9 @@ def test_twenty_jobs_at_concurrency_two_are_all_accepted_and_run_fifo(repo, cli)
         waited = http.post("/api/jobs?wait=true", json={"command": ["sh", "-c", "echo last; exit 3"]})
         assert waited.status_code == 200
         assert waited.json()["exit_status"] == 3 and waited.json()["output_tail"] == "last\n"
+        # the last two run side by side: the waited one may end first
+        wait_until(lambda: all(j["state"] != "running" and j["state"] != "queued"
+                               for j in http.get("/api/jobs").json()["jobs"]), timeout=60)
         done = {j["job_id"]: j for j in http.get("/api/jobs").json()["jobs"]}
     jobs = [done[i] for i in ids]
     assert all(j["state"] == "succeeded" for j in jobs)
@@ -280,3 +285,25 @@ def test_without_the_extra_the_command_names_it(repo):
     assert done.returncode == 1
     assert "starlette" in done.stderr and "pip install 'agentkit[dashboard]'" in done.stderr
     assert done.stdout == ""
+
+
+def test_a_preset_job_runs_the_presets_command_on_the_prompt(repo, tmp_path):
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "claude").write_text("#!/bin/sh\nfor a in \"$@\"; do case \"$a\" in *.md) cat \"$a\";; esac; done\n"
+                                 "echo args: \"$@\"\n")
+    (fake / "claude").chmod(0o755)
+    env = {"PATH": f"{fake}{os.pathsep}{os.environ['PATH']}"}
+    with dashboard(repo, env=env) as (base, _), httpx.Client(base_url=base, timeout=60) as http:
+        done = http.post("/api/jobs?wait=true", json={"preset": "claude", "prompt": "fix the flaky test"})
+        assert done.status_code == 200, done.text
+        job = done.json()
+        assert job["command"][0] == "claude" and job["exit_status"] == 0
+        from agentkit.prompts import FILE
+
+        named = re.search(rf"(/\S+/{re.escape(FILE)})", " ".join(job["command"])).group(1)
+        assert named.startswith(str(repo / ".agents" / "jobs"))  # not into the checkout
+        assert Path(named).read_text() == "fix the flaky test"
+        unknown = http.post("/api/jobs", json={"preset": "nope", "prompt": "x"})
+        assert unknown.status_code == 400 and "nope" in unknown.json()["error"]["message"]
+        assert http.post("/api/jobs", json={"preset": "claude"}).status_code == 400
