@@ -307,3 +307,21 @@ def test_a_preset_job_runs_the_presets_command_on_the_prompt(repo, tmp_path):
         unknown = http.post("/api/jobs", json={"preset": "nope", "prompt": "x"})
         assert unknown.status_code == 400 and "nope" in unknown.json()["error"]["message"]
         assert http.post("/api/jobs", json={"preset": "claude"}).status_code == 400
+
+
+def test_sigterm_stops_it_with_a_stream_open(repo):
+    proc = subprocess.Popen([sys.executable, "-m", "agentkit.cli", "dashboard", "--port", "0"], cwd=repo,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        base = proc.stdout.readline().strip().removeprefix("dashboard: ").rstrip("/")
+        with httpx.Client(base_url=base, timeout=30) as http, http.stream("GET", "/api/stream?since=0") as resp:
+            assert resp.status_code == 200
+            started = time.monotonic()
+            proc.terminate()
+            proc.wait(10)
+            assert time.monotonic() - started < 5
+        assert "Traceback" not in proc.stderr.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

@@ -294,4 +294,5 @@ def build(root, token: str | None):
     ]
     app = Starlette(routes=routes)
     app.state.repos = Repos(Path(root))
+    app.state.stopping = lambda: False
     return Guard(app, token)
