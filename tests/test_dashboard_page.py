@@ -1,0 +1,291 @@
+"""The dashboard's page in a real headless Chromium, against `agentkit dashboard` serving a repo where `agentkit run`
+drives fake agents: what a person looking at the page would see."""
+
+import json
+import os
+import queue
+import re
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import GIT_ENV, git
+
+CHROMIUM = Path("/usr/bin/chromium")
+FAKE = Path(__file__).parent / "agents" / "fake_agent.py"
+TASKS = 6
+CONCURRENCY = 3
+AGENT_SLEEP = 5.0  # long enough that cards are on the page while we look at them
+
+sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install playwright)")
+pytestmark = pytest.mark.skipif(not CHROMIUM.is_file(), reason=f"no Chromium at {CHROMIUM} (apt-get install chromium)")
+
+# Installed before any page script: when each feed line first shows up (ms since the epoch, the clock the events'
+# own `ts` uses), so a latency is measured from the page's side, not from our polling.
+SEEN_SCRIPT = """
+window.__seenAt = {};
+new MutationObserver(() => {
+  for (const li of document.querySelectorAll('#feed li[data-event-id]')) {
+    const id = li.dataset.eventId;
+    if (!(id in window.__seenAt)) window.__seenAt[id] = Date.now();
+  }
+}).observe(document, {childList: true, subtree: true});
+"""
+
+
+def _env(home: Path) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AGENTKIT_", "GIT_"))}
+    return {**env, **GIT_ENV, "HOME": str(home)}
+
+
+class Scene:
+    """A repo, its dashboard and (once started) a run, all real processes."""
+
+    def __init__(self, root: Path, env: dict):
+        self.root, self.env, self.procs = root, env, []
+
+    def ak(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+        done = subprocess.run([sys.executable, "-m", "agentkit.cli", *args], cwd=self.root, env=self.env,
+                              capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+        assert not check or done.returncode == 0, f"agentkit {' '.join(args)}: {done.returncode}\n{done.stderr}"
+        return done
+
+    def ak_json(self, *args: str):
+        return json.loads(self.ak(*args, "--json").stdout)
+
+    def background(self, *args: str, **kw) -> subprocess.Popen:
+        proc = subprocess.Popen([sys.executable, "-m", "agentkit.cli", *args], cwd=self.root, env=self.env,
+                                stdin=subprocess.DEVNULL, text=True, **kw)
+        self.procs.append(proc)
+        return proc
+
+    def dashboard(self, *args: str) -> str:
+        """Start `agentkit dashboard --port 0 ARGS`; return the URL it prints before serving."""
+        proc = self.background("dashboard", "--port", "0", *args, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        lines: queue.Queue = queue.Queue()
+        threading.Thread(target=lambda: [lines.put(line) for line in proc.stdout], daemon=True).start()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                line = lines.get(timeout=0.2)
+            except queue.Empty:
+                assert proc.poll() is None, f"dashboard exited {proc.returncode}: {proc.stderr.read()}"
+                continue
+            if m := re.match(r"dashboard: (http://\S+)", line.strip()):
+                return m.group(1)
+        raise AssertionError("the dashboard printed no `dashboard: http://…` line within 30 s")
+
+    def stop(self) -> None:
+        for proc in reversed(self.procs):
+            if proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(15)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+        left = [str(j["job_id"]) for j in self.running_jobs()]
+        if left:
+            self.ak("jobs", "kill", *left, check=False)
+        self.ak("redis", "stop", check=False)
+
+    def running_jobs(self) -> list[dict]:
+        return self.ak_json("jobs", "list", "--state", "running")["jobs"]
+
+
+def poll(predicate, timeout: float, every: float = 0.1):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value or time.monotonic() > deadline:
+            return value
+        time.sleep(every)
+
+
+@pytest.fixture(scope="module")
+def scene(tmp_path_factory):
+    base = tmp_path_factory.mktemp("dash")
+    (base / "home").mkdir()
+    root = base / "app"
+    root.mkdir()
+    env = _env(base / "home")
+    for args in (["init", "-q", "-b", "main"], ["commit", "-q", "--allow-empty", "-m", "init"]):
+        subprocess.run(["git", *args], cwd=root, env=env, check=True, capture_output=True)
+    scene = Scene(root, env)
+    # two independent chains of three, so the graph has edges and a critical path
+    specs = [{"id": i, "name": f"t{i}", "depends_on": [i - 2] if i > 2 else []} for i in range(1, TASKS + 1)]
+    (base / "tasks.json").write_text(json.dumps(specs))
+    scene.ak("task", "import", str(base / "tasks.json"))
+    (base / "plan").mkdir()
+    scene.plan = base / "plan" / "plan.json"
+    scene.plan.write_text(json.dumps({"*": {"sleep": AGENT_SLEEP}}))
+    scene.url = scene.dashboard()
+    yield scene
+    scene.stop()
+    assert git(root, "rev-parse", "--abbrev-ref", "HEAD") == "main"
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with sync_api.sync_playwright() as pw:
+        args = ["--no-sandbox"] if os.geteuid() == 0 else []
+        chromium = pw.chromium.launch(executable_path=str(CHROMIUM), args=args)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture(scope="module")
+def page(scene, browser):
+    """The dashboard open in a tab, then the run started: everything after the first render arrives live."""
+    context = browser.new_context(viewport={"width": 1400, "height": 900})
+    context.add_init_script(SEEN_SCRIPT)
+    tab = context.new_page()
+    tab.goto(scene.url)
+    tab.wait_for_function("document.body.dataset.ready === '1'", timeout=10_000)
+    scene.opened_at = time.time()
+    agent = f"{sys.executable} {FAKE} {scene.plan} {{task_name}} {{attempt}}"
+    scene.run = scene.background("run", "--agent-cmd", agent, "-c", str(CONCURRENCY), "--yolo",
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    yield tab
+    context.close()
+
+
+def cards(tab) -> list[str]:
+    return tab.eval_on_selector_all("#agents .agent-card[data-job-id]", "els => els.map(e => e.dataset.jobId)")
+
+
+def feed_ids(tab) -> list[str]:
+    return tab.eval_on_selector_all("#feed li[data-event-id]", "els => els.map(e => e.dataset.eventId)")
+
+
+def test_one_card_per_running_agent_job_with_its_fields(scene, page):
+    def agreed():
+        running = sorted(str(j["job_id"]) for j in scene.running_jobs())
+        shown = sorted(cards(page))
+        again = sorted(str(j["job_id"]) for j in scene.running_jobs())
+        return running if running and running == shown == again else None
+
+    running = poll(agreed, timeout=20)
+    assert running, f"cards {sorted(cards(page))} never matched the running jobs {scene.running_jobs()}"
+    assert 1 <= len(running) <= CONCURRENCY
+    card = page.locator(f'.agent-card[data-job-id="{running[0]}"]')
+    for part in (".mascot", ".kind", ".task", ".state", ".elapsed", ".attempt", ".worktree", ".redis-db",
+                 ".last-line"):
+        assert card.locator(part).count() == 1, f"card has no {part}"
+    assert re.search(r"t\d", card.locator(".task").inner_text()), "the card names its task"
+
+
+def test_a_task_passing_shows_in_the_feed_within_1s_of_its_event(scene, page):
+    def passes():
+        evs = scene.ak_json("events", "--limit", "1000")["events"]
+        return [e for e in evs if e["ts"] > scene.opened_at and (
+            e["kind"] == "task.passed" or (e["kind"] == "feature_update" and e["data"].get("status") == "passing"))]
+
+    seen = poll(lambda: [e for e in passes() if str(e["id"]) in page.evaluate("window.__seenAt")], timeout=30)
+    assert seen, f"no pass event reached #feed; pass events: {passes()}, feed: {feed_ids(page)[:10]}"
+    at = page.evaluate("window.__seenAt")
+    by_task: dict[str, float] = {}
+    for e in seen:  # a task's pass is shown when any of its pass events is (task.passed or feature_update)
+        late = at[str(e["id"])] / 1000 - e["ts"]
+        by_task[e["subject"]] = min(late, by_task.get(e["subject"], late))
+    assert max(by_task.values()) < 1.0, f"seconds from event to #feed, by task: {by_task}"
+    page.screenshot(path=str(scene.root.parent / "feed.png"))
+
+
+def test_the_band_shows_scale_status(scene, page):
+    keys = ("floor", "current", "used", "ceiling", "physical_max")
+
+    def matched():
+        band = page.eval_on_selector("#band", "b => ({...b.dataset})")
+        want = scene.ak_json("scale", "status")
+        shown = {k: band.get(re.sub(r"_(\w)", lambda m: m[1].upper(), k)) for k in keys}  # physicalMax
+        return all(shown[k] == ("" if want[k] is None else str(want[k])) or want[k] is None and shown[k] == "null"
+                   for k in keys)
+
+    assert poll(matched, timeout=10), (page.eval_on_selector("#band", "b => ({...b.dataset})"),
+                                       scene.ak_json("scale", "status"))
+    progress = page.eval_on_selector("#progress", "p => ({...p.dataset})")
+    assert int(progress["total"]) == TASKS and 0 <= int(progress["passing"]) <= TASKS
+
+
+def test_the_task_list_shows_every_task_with_its_status(scene, page):
+    tasks = {str(t["id"]): t["status"] for t in scene.ak_json("task", "list")["tasks"]}
+
+    def matched():
+        shown = dict(page.eval_on_selector_all("#tasks li[data-task-id]",
+                                               "els => els.map(e => [e.dataset.taskId, e.dataset.status])"))
+        now = {str(t["id"]): t["status"] for t in scene.ak_json("task", "list")["tasks"]}
+        return shown == now
+    assert poll(matched, timeout=10), (page.inner_html("#tasks")[:2000], tasks)
+
+
+def test_g_shows_the_graph_with_every_task(scene, page):
+    page.keyboard.press("G")
+    page.wait_for_selector("#graph svg g.node", timeout=5_000)
+    nodes = page.eval_on_selector_all("#graph svg g.node[data-task-id]",
+                                      "els => els.map(e => [e.dataset.taskId, e.dataset.status])")
+    assert sorted(int(n[0]) for n in nodes) == list(range(1, TASKS + 1))
+    assert all(n[1] for n in nodes), "every node carries its status"
+    assert page.locator("#graph svg .critical").count() >= 1, "the critical path is marked"
+    page.screenshot(path=str(scene.root.parent / "graph.png"))
+    page.keyboard.press("G")
+
+
+def test_clicking_a_card_shows_its_log_tail(scene, page):
+    job = poll(lambda: cards(page), timeout=15)
+    if not job:
+        pytest.skip("the run ended before a card could be clicked")
+    page.click(f'.agent-card[data-job-id="{job[0]}"]')
+    page.wait_for_function("document.querySelector('#log') && /fake agent/.test(document.querySelector('#log')"
+                           ".textContent)", timeout=5_000)
+
+
+def test_a_reconnect_does_not_duplicate_feed_lines(scene, page):
+    page.context.set_offline(True)
+    time.sleep(1.5)
+    page.context.set_offline(False)
+    poll(lambda: scene.run.poll() is not None, timeout=40)  # the rest of the run arrives after the outage
+    time.sleep(1.5)
+    ids = feed_ids(page)
+    assert ids and len(ids) == len(set(ids)), f"duplicated feed lines: {sorted(i for i in ids if ids.count(i) > 1)}"
+    assert [int(i) for i in ids] == sorted((int(i) for i in ids), reverse=True), "newest first"
+    page.reload()
+    page.wait_for_function("document.body.dataset.ready === '1'", timeout=10_000)
+    time.sleep(1.0)
+    ids = feed_ids(page)
+    assert ids and len(ids) == len(set(ids)), f"duplicated after reload: {ids}"
+    last = page.eval_on_selector("#feed", "f => f.dataset.lastEventId")
+    newest = scene.ak_json("events", "--limit", "1000")["events"][-1]["id"]
+    assert int(last) == newest, f"#feed data-last-event-id {last}, newest event {newest}"
+    assert scene.run.returncode == 0, scene.run.stderr.read()
+    shot = scene.root.parent / "dashboard.png"
+    page.screenshot(path=str(shot), full_page=True)
+    if os.environ.get("DASHBOARD_SCREENSHOT"):  # `DASHBOARD_SCREENSHOT=docs/img/dashboard.png pytest …`
+        Path(os.environ["DASHBOARD_SCREENSHOT"]).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(shot, os.environ["DASHBOARD_SCREENSHOT"])
+
+
+def test_off_loopback_the_page_needs_the_token(scene, browser):
+    url = scene.dashboard("--host", "0.0.0.0", "--token", "s3cret-token")
+    assert "token=s3cret-token" in url
+    bare = re.sub(r"\?.*", "", url).replace("0.0.0.0", "127.0.0.1")
+    context = browser.new_context()
+    try:
+        tab = context.new_page()
+        assert tab.goto(bare).status == 401
+        assert tab.goto(bare + "?token=wrong").status == 401
+        assert tab.goto(bare + "?token=s3cret-token").status == 200
+        tab.wait_for_function("document.body.dataset.ready === '1'", timeout=10_000)
+        assert tab.goto(bare).status == 200, "the cookie from ?token= lets the bare URL in"
+        assert tab.request.get(bare + "api/snapshot").status == 200
+    finally:
+        context.close()
+    other = browser.new_context()
+    try:
+        assert other.request.get(bare + "api/snapshot").status == 401
+    finally:
+        other.close()
