@@ -32,6 +32,7 @@ COMMANDS = (
     ("version", "agentkit.cli.info", "version"),
     ("install-docs", "agentkit.cli.docs", "install_docs"),
     ("run", "agentkit.cli.run", "run"),
+    ("dashboard", "agentkit.cli.dashboard", "dashboard"),
 )
 GROUPS = (
     ("worktree", "agentkit.cli.worktree", "app"),

@@ -1,0 +1,268 @@
+"""The routes: the page, the JSON API (the CLI's `--json` data under the same names), actions and the stream."""
+
+import functools
+import json
+import threading
+from pathlib import Path
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import FileResponse, PlainTextResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from agentkit import claims, events, jobs, tasks
+from agentkit.dashboard import views
+from agentkit.dashboard.auth import Guard
+from agentkit.errors import FAILURES, AgentkitError, ExitCode, usage
+
+STATIC = Path(__file__).parent / "static"
+STATUS = {ExitCode.USAGE: 400, ExitCode.NOT_FOUND: 404, ExitCode.CONFLICT: 409, ExitCode.QUEUE_FULL: 429}
+
+
+class Repos:
+    """One Repo per thread: a SQLite connection belongs to the thread that opened it, and starlette runs each
+    plain (non-async) endpoint on a worker thread."""
+
+    def __init__(self, root: Path):
+        self.root, self._local = root, threading.local()
+
+    def get(self):
+        repo = getattr(self._local, "repo", None)
+        if repo is None:
+            from agentkit.repo import Repo
+
+            repo = self._local.repo = Repo(self.root)
+        return repo
+
+
+def as_json(data, status: int = 200) -> Response:
+    return Response(json.dumps(data, default=str), status, media_type="application/json")
+
+
+def error_response(exc, repo=None) -> Response:
+    code = ExitCode(int(exc.code))
+    body = {"error": {"code": int(code), "name": code.name.lower(), "message": exc.message, "hint": exc.hint}}
+    if code == ExitCode.QUEUE_FULL and repo is not None:
+        body["health"] = jobs.health(repo)  # the queue's state, as `agentkit health --json` gives it
+    return as_json(body, STATUS.get(code, 500))
+
+
+def api(endpoint):
+    """A plain endpoint `endpoint(repo, request) -> data | Response`, run on a worker thread; agentkit's errors
+    become the JSON error object with their HTTP status, anything else a 500 naming the failure, never a
+    traceback."""
+
+    @functools.wraps(endpoint)
+    def run(request: Request) -> Response:
+        repo = request.app.state.repos.get()
+        try:
+            out = endpoint(repo, request)
+        except FAILURES as exc:
+            return error_response(exc, repo)
+        except Exception as exc:  # noqa: BLE001 - the page and scripts get an error object, not a traceback
+            return error_response(AgentkitError(f"internal error: {type(exc).__name__}: {exc}",
+                                                "this is a bug in agentkit or one of its plugins: see the "
+                                                "dashboard's stderr, or rerun the same CLI command with "
+                                                "AGENTKIT_DEBUG=1"))
+        return out if isinstance(out, Response) else as_json(out)
+
+    return run
+
+
+def int_param(request: Request, name: str, default: int | None = None) -> int | None:
+    raw = request.query_params.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise usage(f"?{name}={raw!r} is not a whole number", f"for example: ?{name}=100") from None
+
+
+def path_int(request: Request, name: str) -> int:
+    raw = request.path_params[name]
+    try:
+        return int(raw)
+    except ValueError:
+        raise usage(f"{raw!r} is not an id", "ids are whole numbers") from None
+
+
+def body(request: Request) -> dict:
+    import anyio
+
+    raw = anyio.from_thread.run(request.body)
+    if not raw.strip():
+        return {}
+    try:
+        data = json.loads(raw)
+    except ValueError as exc:
+        raise usage(f"the request body is not JSON: {exc}", 'send a JSON object, e.g. {"command": ["true"]}') from None
+    if not isinstance(data, dict):
+        raise usage("the request body must be a JSON object")
+    return data
+
+
+# ---- reads: the same documents as the CLI's --json ---------------------------------------------------------
+
+@api
+def get_snapshot(repo, request):
+    from agentkit.snapshot import SCHEMA_VERSION, snapshot
+
+    return snapshot(repo, int_param(request, "schema_version", SCHEMA_VERSION))
+
+
+@api
+def get_health(repo, request):
+    return jobs.health(repo)
+
+
+@api
+def get_events(repo, request):
+    kind = request.query_params.get("kind") or None
+    limit = int_param(request, "limit", 100)
+    latest = int_param(request, "latest")
+    if latest is not None:  # the newest `latest` events (oldest first): where the page's feed starts
+        since = max(0, events.last_id(repo.store) - max(latest, 1)) if kind is None else None
+        if since is None:
+            raise usage("?latest= cannot go with ?kind=", "use ?since= with ?kind=")
+        limit = max(latest, 1)
+    else:
+        since = int_param(request, "since", 0)
+    return {"schema_version": 1, "events": events.recent(repo.store, kind=kind, since_id=since, limit=limit)}
+
+
+@api
+def get_tasks(repo, request):
+    return {"schema_version": tasks.SCHEMA_VERSION,
+            "tasks": tasks.list_tasks(repo, request.query_params.get("status") or None)}
+
+
+@api
+def get_task(repo, request):
+    return claims.show_task(repo, path_int(request, "task_id"))
+
+
+@api
+def get_graph(repo, request):
+    return tasks.graph(repo)
+
+
+@api
+def get_jobs(repo, request):
+    state = request.query_params.get("state") or None
+    return {"schema_version": jobs.SCHEMA_VERSION, "jobs": jobs.list_jobs(repo, state)}
+
+
+@api
+def get_job(repo, request):
+    return jobs.view(jobs.get(repo, path_int(request, "job_id")))
+
+
+@api
+def get_log(repo, request):
+    job = jobs.get(repo, path_int(request, "job_id"))
+    tail = int_param(request, "tail", 65536)
+    if tail < 1:
+        raise usage(f"?tail={tail}: give a number of bytes, at least 1", "for example: ?tail=4096")
+    return PlainTextResponse(views.log_tail(Path(job["log_path"]), tail))
+
+
+@api
+def get_agents(repo, request):
+    return views.agents(repo)
+
+
+# ---- actions: each the core function the CLI calls ---------------------------------------------------------
+
+@api
+def post_job(repo, request):
+    spec = body(request)
+    command = spec.get("command")
+    if spec.get("preset") is not None and command is None:
+        raise usage("presets are not served yet: give \"command\" as a list of strings",
+                    'for example: {"command": ["claude", "-p", "fix the tests"]}')
+    if not isinstance(command, list) or not command or not all(isinstance(w, str) and w for w in command):
+        raise usage('"command" must be a non-empty list of strings', 'for example: {"command": ["make", "test"]}')
+    for key in ("name", "worktree", "cwd", "executor"):
+        if spec.get(key) is not None and not isinstance(spec[key], str):
+            raise usage(f'"{key}" must be a string')
+    timeout = spec.get("timeout")
+    if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (str, int, float))):
+        raise usage('"timeout" must be a duration such as "30m" or a number of seconds')
+    env = spec.get("env") or []
+    if not isinstance(env, list) or not all(isinstance(p, str) for p in env):
+        raise usage('"env" must be a list of "NAME=value" strings')
+    cwd = spec.get("cwd") or (None if spec.get("worktree") else str(repo.root))
+    job = jobs.spawn(repo, command, name=spec.get("name"), cwd=cwd, worktree=spec.get("worktree"),
+                     timeout=None if timeout is None else str(timeout), env=env, executor=spec.get("executor"))
+    if request.query_params.get("wait") not in ("1", "true", "yes"):
+        return as_json(job, 201)
+    jobs.wait(repo, [job["job_id"]])
+    done = jobs.view(jobs.get(repo, job["job_id"]))
+    return {**done, "output_tail": views.log_tail(Path(done["log_path"]), int_param(request, "tail", 4096))}
+
+
+@api
+def kill_job(repo, request):
+    return jobs.kill(repo, [path_int(request, "job_id")], request.query_params.get("grace") or None)
+
+
+@api
+def release_claim(repo, request):
+    spec = body(request)
+    return claims.release(repo, request.path_params["claim_id"], spec.get("outcome"), spec.get("reason"))
+
+
+@api
+def reset_task(repo, request):
+    return claims.settle(repo, path_int(request, "task_id"), "reset", body(request).get("reason"))
+
+
+RETRYABLE = ("failing", "dead")
+
+
+@api
+def retry_task(repo, request):
+    """A failed task back to work with a fresh attempt count: `task reset`, for failing and dead tasks only
+    (a failing task is claimable already; what a retry gives it is its attempts back)."""
+    task_id = path_int(request, "task_id")
+    status = tasks.show(repo, task_id)["status"]
+    if status not in RETRYABLE:
+        from agentkit.errors import conflict
+
+        raise conflict(f"task {task_id} is {status}; only a failing or dead task is retried",
+                       f"reset brings any task back: POST /api/tasks/{task_id}/reset")
+    return claims.settle(repo, task_id, "reset", body(request).get("reason") or "retried from the dashboard")
+
+
+def page(request: Request) -> Response:
+    return FileResponse(STATIC / "index.html", headers={"cache-control": "no-store"})
+
+
+def build(root, token: str | None):
+    from agentkit.dashboard.stream import stream
+
+    routes = [
+        Route("/", page),
+        Route("/api/snapshot", get_snapshot),
+        Route("/api/health", get_health),
+        Route("/api/events", get_events),
+        Route("/api/stream", stream),
+        Route("/api/tasks", get_tasks),
+        Route("/api/tasks/{task_id}", get_task),
+        Route("/api/graph", get_graph),
+        Route("/api/agents", get_agents),
+        Route("/api/jobs", get_jobs),
+        Route("/api/jobs", post_job, methods=["POST"]),
+        Route("/api/jobs/{job_id}", get_job),
+        Route("/api/jobs/{job_id}/log", get_log),
+        Route("/api/jobs/{job_id}/kill", kill_job, methods=["POST"]),
+        Route("/api/claims/{claim_id}/release", release_claim, methods=["POST"]),
+        Route("/api/tasks/{task_id}/reset", reset_task, methods=["POST"]),
+        Route("/api/tasks/{task_id}/retry", retry_task, methods=["POST"]),
+        Mount("/static", StaticFiles(directory=STATIC)),
+    ]
+    app = Starlette(routes=routes)
+    app.state.repos = Repos(Path(root))
+    return Guard(app, token)
