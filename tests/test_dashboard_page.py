@@ -116,8 +116,8 @@ def scene(tmp_path_factory):
     for args in (["init", "-q", "-b", "main"], ["commit", "-q", "--allow-empty", "-m", "init"]):
         subprocess.run(["git", *args], cwd=root, env=env, check=True, capture_output=True)
     scene = Scene(root, env)
-    # two independent chains of three, so the graph has edges and a critical path
-    specs = [{"id": i, "name": f"t{i}", "depends_on": [i - 2] if i > 2 else []} for i in range(1, TASKS + 1)]
+    # three independent chains of two: -c 3 agents at once, and a graph with edges and a critical path
+    specs = [{"id": i, "name": f"t{i}", "depends_on": [i - 3] if i > 3 else []} for i in range(1, TASKS + 1)]
     (base / "tasks.json").write_text(json.dumps(specs))
     scene.ak("task", "import", str(base / "tasks.json"))
     (base / "plan").mkdir()
@@ -208,8 +208,20 @@ def test_the_band_shows_scale_status(scene, page):
 
     assert poll(matched, timeout=10), (page.eval_on_selector("#band", "b => ({...b.dataset})"),
                                        scene.ak_json("scale", "status"))
+    # a change made from the CLI, not by the run: a worktree of our own takes a slot
+    scene.ak("worktree", "new", "by-hand")
+    assert poll(matched, timeout=2), ("after `worktree new`", page.eval_on_selector("#band", "b => ({...b.dataset})"),
+                                      scene.ak_json("scale", "status"))
     progress = page.eval_on_selector("#progress", "p => ({...p.dataset})")
     assert int(progress["total"]) == TASKS and 0 <= int(progress["passing"]) <= TASKS
+
+
+def test_every_event_reaches_the_page_whatever_its_kind(scene, page):
+    """`worktree.created` (a worktree made by hand) moves #feed's data-last-event-id like any event does."""
+    scene.ak("worktree", "new", "by-hand-2")
+    newest = scene.ak_json("events", "--limit", "1000")["events"][-1]
+    assert poll(lambda: page.eval_on_selector("#feed", "f => f.dataset.lastEventId") == str(newest["id"]), 1.0), \
+        f"#feed data-last-event-id never reached the newest event {newest['id']} ({newest['kind']})"
 
 
 def test_the_task_list_shows_every_task_with_its_status(scene, page):
@@ -230,7 +242,13 @@ def test_g_shows_the_graph_with_every_task(scene, page):
                                       "els => els.map(e => [e.dataset.taskId, e.dataset.status])")
     assert sorted(int(n[0]) for n in nodes) == list(range(1, TASKS + 1))
     assert all(n[1] for n in nodes), "every node carries its status"
-    assert page.locator("#graph svg .critical").count() >= 1, "the critical path is marked"
+    status = dict(nodes)
+    marked = page.eval_on_selector_all("#graph svg g.node.critical, #graph svg g.node.bottleneck",
+                                       "els => els.map(e => e.dataset.taskId)")
+    assert all(status[i] != "passing" for i in marked), f"a passing task is marked critical or bottleneck: {marked}"
+    chained = any(status[str(i)] != "passing" and status[str(i - 3)] != "passing" for i in range(4, TASKS + 1))
+    if chained:  # the critical path is the longest chain of open tasks, when one is longer than a single task
+        assert page.locator("#graph svg g.node.critical").count() >= 2, "the critical path is marked"
     page.screenshot(path=str(scene.root.parent / "graph.png"))
     page.keyboard.press("G")
 
