@@ -49,5 +49,8 @@ def serve(root, host: str = "127.0.0.1", port: int = 0, token: str | None = None
 
         webbrowser.open(url)
     app = build(root, token)
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off", access_log=False))
+    # open event streams never end by themselves: give them a moment, then close them, so SIGTERM stops it
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off", access_log=False,
+                                           timeout_graceful_shutdown=1))
+    app.app.state.stopping = lambda: server.should_exit  # streams end by themselves once shutting down
     server.run(sockets=[sock])

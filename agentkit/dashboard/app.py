@@ -179,9 +179,10 @@ def get_agents(repo, request):
 def post_job(repo, request):
     spec = body(request)
     command = spec.get("command")
-    if spec.get("preset") is not None and command is None:
-        raise usage("presets are not served yet: give \"command\" as a list of strings",
-                    'for example: {"command": ["claude", "-p", "fix the tests"]}')
+    if spec.get("preset") is not None:
+        if command is not None:
+            raise usage('give "command" or "preset", not both')
+        command = preset_command(repo, spec)
     if not isinstance(command, list) or not command or not all(isinstance(w, str) and w for w in command):
         raise usage('"command" must be a non-empty list of strings', 'for example: {"command": ["make", "test"]}')
     for key in ("name", "worktree", "cwd", "executor"):
@@ -201,6 +202,34 @@ def post_job(repo, request):
     jobs.wait(repo, [job["job_id"]])
     done = jobs.view(jobs.get(repo, job["job_id"]))
     return {**done, "output_tail": views.log_tail(Path(done["log_path"]), int_param(request, "tail", 4096))}
+
+
+def preset_command(repo, spec: dict) -> list[str]:
+    """`{"preset": NAME, "prompt": TEXT}`: the preset's coding command on a prompt file, as `agentkit run` builds
+    one (the file goes into the worktree when one is given, else into a folder of its own under .agents/jobs)."""
+    import secrets
+
+    from agentkit import presets, prompts, worktrees
+
+    name, prompt = spec["preset"], spec.get("prompt")
+    if not isinstance(name, str) or not name:
+        raise usage('"preset" must be a preset\'s name, e.g. "claude"')
+    if not isinstance(prompt, str) or not prompt.strip():
+        raise usage('a preset needs "prompt": the text the agent gets')
+    kind = spec.get("kind") or "coding"
+    if kind not in presets.KINDS:
+        raise usage(f'"kind" {kind!r} is not one of {", ".join(presets.KINDS)}')
+    preset = presets.get(repo, name)
+    presets.check_binary(getattr(preset, "binary", None), name, getattr(preset, "install_hint", None))
+    if spec.get("worktree"):
+        folder = Path(worktrees.get(repo, spec["worktree"])["path"])
+    else:
+        folder = jobs.jobs_dir(repo) / f"prompt-{secrets.token_hex(6)}"
+        folder.mkdir()
+    path = prompts.write(folder, prompt)
+    values = {"task_id": "", "task_name": spec.get("name") or "", "prompt_file": str(path), "worktree": str(folder),
+              "claim_id": "", "model": spec.get("model") or repo.config["run.model"], "attempt": 1}
+    return preset.command(kind, values)
 
 
 @api
@@ -265,4 +294,5 @@ def build(root, token: str | None):
     ]
     app = Starlette(routes=routes)
     app.state.repos = Repos(Path(root))
+    app.state.stopping = lambda: False
     return Guard(app, token)

@@ -50,7 +50,7 @@ async def stream(request: Request):
         nonlocal since
         yield f"retry: 1000\n: agentkit events after {since}\n\n"
         quiet = 0.0
-        while True:
+        while not request.app.state.stopping():
             batch = await anyio.to_thread.run_sync(read, since)
             for event in batch:
                 yield frame(event)
