@@ -65,8 +65,8 @@ class Scene:
         return proc
 
     def dashboard(self, *args: str) -> str:
-        """Start `agentkit dashboard --port 0 ARGS`; return the URL it prints before serving."""
-        proc = self.background("dashboard", "--port", "0", *args, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        """Start `agentkit dashboard ARGS`; return the URL it prints before serving."""
+        proc = self.background("dashboard", *args, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         lines: queue.Queue = queue.Queue()
         threading.Thread(target=lambda: [lines.put(line) for line in proc.stdout], daemon=True).start()
         deadline = time.monotonic() + 30
@@ -77,6 +77,7 @@ class Scene:
                 assert proc.poll() is None, f"dashboard exited {proc.returncode}: {proc.stderr.read()}"
                 continue
             if m := re.match(r"dashboard: (http://\S+)", line.strip()):
+                self.last_dashboard = proc
                 return m.group(1)
         raise AssertionError("the dashboard printed no `dashboard: http://…` line within 30 s")
 
@@ -123,7 +124,8 @@ def scene(tmp_path_factory):
     (base / "plan").mkdir()
     scene.plan = base / "plan" / "plan.json"
     scene.plan.write_text(json.dumps({"*": {"sleep": AGENT_SLEEP}}))
-    scene.url = scene.dashboard()
+    scene.url = scene.dashboard("--port", "0")
+    scene.server = scene.last_dashboard
     yield scene
     scene.stop()
     assert git(root, "rev-parse", "--abbrev-ref", "HEAD") == "main"
@@ -270,14 +272,27 @@ def test_g_shows_the_graph_with_every_task(scene, page):
 
 
 def test_a_reconnect_does_not_duplicate_feed_lines(scene, page):
-    page.context.set_offline(True)
-    time.sleep(1.5)
-    page.context.set_offline(False)
+    # the server goes away while the run goes on, and comes back on the same port: the page's EventSource
+    # reconnects by itself (Last-Event-ID) and must show what happened meanwhile once, not twice
+    conn = lambda: page.eval_on_selector("#conn", "c => c.dataset.state")  # noqa: E731
+    scene.server.terminate()
+    scene.server.wait(15)
+    assert poll(lambda: conn() != "live", timeout=5), "the page did not notice its stream had gone"
+    missed_from = scene.ak_json("events", "--limit", "1000")["events"][-1]["id"]
+    assert poll(lambda: scene.ak_json("events", "--since", str(missed_from))["events"], timeout=10), \
+        "the run made no event while the server was down"
+    scene.server = None
+    scene.dashboard("--port", re.search(r":(\d+)/", scene.url).group(1))
+    assert poll(lambda: conn() == "live", timeout=10), "the stream did not come back with the server"
     poll(lambda: scene.run.poll() is not None, timeout=40)  # the rest of the run arrives after the outage
     time.sleep(1.5)
     ids = feed_ids(page)
     assert ids and len(ids) == len(set(ids)), f"duplicated feed lines: {sorted(i for i in ids if ids.count(i) > 1)}"
     assert [int(i) for i in ids] == sorted((int(i) for i in ids), reverse=True), "newest first"
+    gap = [e["id"] for e in scene.ak_json("events", "--since", str(missed_from), "--limit", "1000")["events"]
+           if e["kind"] == "feature_update"]
+    assert gap and not set(map(str, gap)) - set(ids), f"task moves made while the server was down, not in #feed: " \
+        f"{sorted(set(map(str, gap)) - set(ids))}"
     page.reload()
     page.wait_for_function("document.body.dataset.ready === '1'", timeout=10_000)
     time.sleep(1.0)
@@ -291,7 +306,7 @@ def test_a_reconnect_does_not_duplicate_feed_lines(scene, page):
 
 
 def test_off_loopback_the_page_needs_the_token(scene, browser):
-    url = scene.dashboard("--host", "0.0.0.0", "--token", "s3cret-token")
+    url = scene.dashboard("--port", "0", "--host", "0.0.0.0", "--token", "s3cret-token")
     assert "token=s3cret-token" in url
     port = re.match(r"http://.*:(\d+)/", url).group(1)
     bare = f"http://127.0.0.1:{port}/"  # reached over loopback, but the server listens off it: the token counts
