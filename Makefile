@@ -35,6 +35,7 @@ bench: install
 	$(BIN)/python bench/claims.py
 	$(BIN)/python bench/jobs.py
 	$(BIN)/python bench/run.py
+	$(BIN)/python bench/dashboard.py
 
 # the suite under coverage, subprocesses included (each `agentkit` command a test runs is one)
 coverage: install

@@ -29,8 +29,9 @@ def _start(request: Request, store) -> int:
 
 
 def frame(event: dict) -> str:
-    """One event as SSE: its id, its kind as the event name, and the row `agentkit events --json` gives."""
-    return f"id: {event['id']}\nevent: {event['kind']}\ndata: {json.dumps(event, default=str)}\n\n"
+    """One event as SSE: its id and the row `agentkit events --json` gives (its `kind` inside). No `event:`
+    name, so a browser's one `onmessage` gets every kind, a plugin's too."""
+    return f"id: {event['id']}\ndata: {json.dumps(event, default=str)}\n\n"
 
 
 async def stream(request: Request):

@@ -230,4 +230,9 @@ class Settling:
             if job["state"] in jobs.FINISHED:
                 self._settle(row, job)
                 ended += 1
+            elif job["state"] == "running" and row.get("announced") == "queued":  # a queued agent started
+                row["announced"] = "working"
+                self._emit("agent_update", str(job["job_id"]), state="working", kind=row["kind"],
+                           task_id=row["task_id"], agent=row["name"], attempt=row["attempt"],
+                           worktree=row.get("worktree"))
         return ended

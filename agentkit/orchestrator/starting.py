@@ -89,9 +89,9 @@ class Starting:
         row.update(job_id=job["job_id"], worktree=wt["slug"], branch=wt["branch"])
         if done["made"]:
             self._capacity_update()
-        self._emit("agent_update", str(job["job_id"]), state="working" if job["state"] == "running" else "queued",
-                   kind=kind, task_id=row["task_id"], agent=row["name"], attempt=row["attempt"],
-                   worktree=wt["slug"], command=done["argv"])
+        row["announced"] = "working" if job["state"] == "running" else "queued"  # `working` follows when it starts
+        self._emit("agent_update", str(job["job_id"]), state=row["announced"], kind=kind, task_id=row["task_id"],
+                   agent=row["name"], attempt=row["attempt"], worktree=wt["slug"], command=done["argv"])
         if kind == "coding":
             self._emit("feature_update", str(row["task_id"]), status="in_progress", name=row["task_name"],
                        attempt=row["attempt"])

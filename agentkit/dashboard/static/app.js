@@ -7,15 +7,6 @@ const MASCOTS = [
 ];
 const STATUSES = ["in_progress", "failing", "pending", "blocked", "dead", "passing"];
 const FEED_KINDS = new Set(["feature_update", "agent_update", "log"]);
-// Every kind core and the run record; the stream names each event by its kind, and EventSource only hands a
-// named event to a listener registered for that name.
-const KINDS = ["agent_update", "feature_update", "log", "capacity_update", "band.grew", "band.shrank",
-  "claim.created", "claim.expired", "claim.heartbeat", "claim.released", "claim.reported", "integration.merged",
-  "job.submitted", "job.dispatched", "job.started", "job.succeeded", "job.failed", "job.timed_out", "job.killed",
-  "job.pruned", "redis.provisioned", "task.added", "task.imported", "task.blocked", "task.dead", "task.failed",
-  "task.passed", "task.reset", "task.skipped", "task.dep_added", "task.dep_removed", "worktree.allocated",
-  "worktree.recycled", "worktree.reset", "worktree.up", "worktree.removed", "worktree.released",
-  "run.started", "run.finished", "run.stopped", "run.stuck", "run.rate_limited", "message"];
 const FEED_MAX = 500;
 
 const state = {
@@ -329,17 +320,20 @@ function addToFeed(e) {
 
 // ---- applying events ---------------------------------------------------------------------------------------
 
+// The first change after a quiet spell is fetched at once; a burst is gathered into one refresh per 250 ms.
 let refreshTimer = null;
+let lastRefresh = 0;
 const pending = new Set();
 function refreshSoon(...what) {
   what.forEach((w) => pending.add(w));
   if (refreshTimer) return;
   refreshTimer = setTimeout(async () => {
     refreshTimer = null;
+    lastRefresh = Date.now();
     const parts = [...pending];
     pending.clear();
     try { await load(parts); } catch (err) { notice(`refresh failed: ${err.message}`); }
-  }, 250);
+  }, Math.max(0, lastRefresh + 250 - Date.now()));
 }
 
 function apply(e) {
@@ -380,8 +374,7 @@ function connect() {
   const conn = $("#conn");
   src.onopen = () => { conn.dataset.state = "live"; conn.textContent = "live"; };
   src.onerror = () => { conn.dataset.state = "reconnecting"; conn.textContent = "reconnecting…"; };
-  const handler = (msg) => { try { apply(JSON.parse(msg.data)); } catch (err) { console.error(err); } };
-  for (const kind of KINDS) src.addEventListener(kind, handler);
+  src.onmessage = (msg) => { try { apply(JSON.parse(msg.data)); } catch (err) { console.error(err); } };
 }
 
 // ---- the log panel ------------------------------------------------------------------------------------------
