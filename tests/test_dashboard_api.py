@@ -326,3 +326,70 @@ def test_sigterm_stops_it_with_a_stream_open(repo):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_chat_completions_answers_with_the_agents_output(repo):
+    """OpenAI's chat completions: the last user message becomes a preset agent's prompt (here the shell preset
+    with run.agent_cmd, as `agentkit run` would run it), the job queues like any other, and what the agent
+    printed is the assistant's message."""
+    env = {"AGENTKIT_RUN_AGENT": "shell", "AGENTKIT_RUN_AGENT_CMD": "sh -c 'echo reply to: $(cat {prompt_file})'"}
+    with dashboard(repo, env=env) as (base, _), httpx.Client(base_url=base, timeout=60) as http:
+        ask = {"model": "shell", "messages": [{"role": "system", "content": "be brief"},
+                                               {"role": "user", "content": "old question"},
+                                               {"role": "assistant", "content": "old answer"},
+                                               {"role": "user", "content": [{"type": "text", "text": "fix it"}]}]}
+        done = http.post("/v1/chat/completions", json=ask)
+        assert done.status_code == 200, done.text
+        answer = done.json()
+        assert answer["object"] == "chat.completion" and answer["model"] == "shell"
+        assert answer["choices"][0]["message"] == {"role": "assistant", "content": "reply to: fix it"}
+        assert answer["choices"][0]["finish_reason"] == "stop" and answer["agentkit"]["exit_status"] == 0
+        job = http.get(f"/api/jobs/{answer['agentkit']['job_id']}").json()
+        assert job["state"] == "succeeded"
+        assert http.post("/v1/chat/completions", json={"messages": []}).status_code == 400
+        assert http.post("/v1/chat/completions", json={**ask, "stream": True}).status_code == 400
+
+
+def test_a_rebound_name_and_a_cross_site_simple_post_are_refused(repo, cli, tmp_path):
+    """DNS rebinding: a page whose own name now resolves to 127.0.0.1 sends its name as Host (and as Origin):
+    refused on loopback (421), so it can neither read state nor start a job. A text/plain POST (a browser's
+    request that needs no preflight) is refused too (415); a JSON one from curl, with no Origin, works."""
+    marker = tmp_path / "pwned"
+    job = {"command": ["touch", str(marker)]}
+    with dashboard(repo) as (base, _), httpx.Client(base_url=base, timeout=30) as http:
+        port = base.rsplit(":", 1)[1]
+        evil = {"Host": f"evil.example:{port}", "Origin": f"http://evil.example:{port}"}
+        assert http.get("/api/snapshot", headers=evil).status_code == 421
+        assert http.post("/api/jobs", headers={**evil, "Content-Type": "application/json"},
+                         content=json.dumps(job)).status_code == 421
+        plain = http.post("/api/jobs", headers={"Content-Type": "text/plain"}, content=json.dumps(job))
+        assert plain.status_code == 415
+        assert http.get("/api/snapshot", headers={"Host": f"localhost:{port}"}).status_code == 200
+        assert cli("jobs", "list", "--json").json["jobs"] == [] and not marker.exists()
+        assert http.post("/api/jobs?wait=true", json=job).status_code == 200 and marker.exists()
+
+
+def test_any_valid_credential_is_enough(repo):
+    """A stale cookie does not shadow a valid Bearer token."""
+    with dashboard(repo, "--token", "right") as (base, _), httpx.Client(base_url=base, timeout=30) as http:
+        stale = {"Cookie": "agentkit_token=old", "Authorization": "Bearer right"}
+        assert http.get("/api/health", headers=stale).status_code == 200
+        assert http.get("/api/health", headers={"Cookie": "agentkit_token=old"}).status_code == 401
+
+
+def test_chat_with_a_json_agent_answers_with_its_result_not_its_json(repo, tmp_path):
+    """claude speaks JSON (--output-format json): the answer is its `result`, the usage its tokens. The claude
+    binary here stands in for the paid service; the preset, the job and the reading are agentkit's own."""
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "claude").write_text(
+        "#!/bin/sh\necho 'a progress line on stderr' >&2\n"
+        "echo '{\"type\": \"result\", \"is_error\": false, \"result\": \"done: 2 files fixed\", "
+        "\"usage\": {\"input_tokens\": 10, \"output_tokens\": 5}}'\n")
+    (fake / "claude").chmod(0o755)
+    env = {"PATH": f"{fake}{os.pathsep}{os.environ['PATH']}"}
+    with dashboard(repo, env=env) as (base, _), httpx.Client(base_url=base, timeout=60) as http:
+        answer = http.post("/v1/chat/completions",
+                           json={"model": "claude", "messages": [{"role": "user", "content": "fix"}]}).json()
+        assert answer["choices"][0]["message"]["content"] == "done: 2 files fixed", answer
+        assert answer["usage"] == {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15}

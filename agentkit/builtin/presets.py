@@ -173,6 +173,10 @@ class Agent(Template):
 
 
 class Claude(Agent):
+    def reply(self, log_text):
+        results = [o for o in json_objects(log_text) if o.get("type") == "result" and isinstance(o.get("result"), str)]
+        return results[-1]["result"] if results else None
+
     def usage(self, log_text):
         results = [o for o in json_objects(log_text) if o.get("type") == "result"]
         if not results:
@@ -185,6 +189,12 @@ class Claude(Agent):
 
 
 class Codex(Agent):
+    def reply(self, log_text):
+        said = [(o.get("item") or {}).get("text") for o in json_objects(log_text) if o.get("type") == "item.completed"
+                and (o.get("item") or {}).get("type") == "agent_message"]
+        said = [t for t in said if isinstance(t, str)]
+        return said[-1] if said else None
+
     def usage(self, log_text):
         turns = [o.get("usage") or {} for o in json_objects(log_text) if o.get("type") == "turn.completed"]
         if not turns:
@@ -195,6 +205,10 @@ class Codex(Agent):
 
 class Gemini(Agent):
     login_exits = frozenset({41})  # FatalAuthenticationError
+
+    def reply(self, log_text):
+        found = [o["response"] for o in json_objects(log_text) if isinstance(o.get("response"), str)]
+        return found[-1] if found else None
 
     def usage(self, log_text):
         models = [m.get("tokens") or {} for o in json_objects(log_text)

@@ -48,7 +48,7 @@ def serve(root, host: str = "127.0.0.1", port: int = 0, token: str | None = None
         import webbrowser
 
         webbrowser.open(url)
-    app = build(root, token)
+    app = build(root, token, host)
     # open event streams never end by themselves: give them a moment, then close them, so SIGTERM stops it
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off", access_log=False,
                                            timeout_graceful_shutdown=1))

@@ -11,7 +11,7 @@ from starlette.responses import FileResponse, PlainTextResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from agentkit import claims, events, jobs, tasks
+from agentkit import claims, events, jobs, presets, tasks
 from agentkit.dashboard import views
 from agentkit.dashboard.auth import Guard
 from agentkit.errors import FAILURES, AgentkitError, ExitCode, usage
@@ -220,6 +220,9 @@ def preset_command(repo, spec: dict) -> list[str]:
     if kind not in presets.KINDS:
         raise usage(f'"kind" {kind!r} is not one of {", ".join(presets.KINDS)}')
     preset = presets.get(repo, name)
+    cfg = repo.config
+    if name == cfg["run.agent"] and (cfg["run.agent_cmd"] or cfg["run.testing_cmd"]):  # as `agentkit run` runs it
+        preset = presets.Overridden(preset, {"coding": cfg["run.agent_cmd"], "testing": cfg["run.testing_cmd"]})
     presets.check_binary(getattr(preset, "binary", None), name, getattr(preset, "install_hint", None))
     if spec.get("worktree"):
         folder = Path(worktrees.get(repo, spec["worktree"])["path"])
@@ -230,6 +233,64 @@ def preset_command(repo, spec: dict) -> list[str]:
     values = {"task_id": "", "task_name": spec.get("name") or "", "prompt_file": str(path), "worktree": str(folder),
               "claim_id": "", "model": spec.get("model") or repo.config["run.model"], "attempt": 1}
     return preset.command(kind, values)
+
+
+@api
+def chat_completions(repo, request):
+    """OpenAI's chat completions, answered by an agent: the last user message is the prompt of a preset agent's
+    job (`model` names the preset, `PRESET/MODEL` its model too; default run.agent), queued for a slot like any
+    job (429 only at the queue-depth valve, never "busy"); what the agent printed is the assistant's message."""
+    import time
+
+    spec = body(request)
+    if spec.get("stream"):
+        raise usage("streamed completions are not served", 'send "stream": false (or leave it out)')
+    prompt = _last_user_text(spec.get("messages"))
+    wanted = spec.get("model") or repo.config["run.agent"]
+    if not isinstance(wanted, str):
+        raise usage('"model" must be a preset\'s name, e.g. "claude" or "claude/sonnet"')
+    preset, _, model = wanted.partition("/")
+    command = preset_command(repo, {"preset": preset, "prompt": prompt, "model": model or None, "name": "chat"})
+    job = jobs.spawn(repo, command, name=f"chat ({preset})", cwd=str(repo.root))
+    jobs.wait(repo, [job["job_id"]])
+    done = jobs.view(jobs.get(repo, job["job_id"]))
+    text = views.log_tail(Path(done["log_path"]), 1 << 20).strip()
+    found = presets.get(repo, preset)
+    reply, spent = _read_agent(found, "reply", text), _read_agent(found, "usage", text) or {}
+    text = reply if isinstance(reply, str) else text  # a JSON-speaking agent's answer, else all it printed
+    tokens_in, tokens_out = spent.get("input_tokens") or 0, spent.get("output_tokens") or 0
+    return {"id": f"chatcmpl-agentkit-{job['job_id']}", "object": "chat.completion", "created": int(time.time()),
+            "model": wanted,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
+                         "finish_reason": "stop" if done["exit_status"] == 0 else "error"}],
+            "usage": {"prompt_tokens": tokens_in, "completion_tokens": tokens_out,
+                      "total_tokens": tokens_in + tokens_out},
+            "agentkit": {"job_id": job["job_id"], "exit_status": done["exit_status"], "state": done["state"]}}
+
+
+def _read_agent(preset, what: str, text: str):
+    """A preset's reading of an agent's output (`reply`, `usage`); a preset without it, or whose reading fails
+    (a plugin's bug), reads nothing rather than failing the answer."""
+    read = getattr(preset, what, None)
+    try:
+        return read(text) if read else None
+    except Exception:  # noqa: BLE001
+        return None
+
+
+def _last_user_text(messages) -> str:
+    """The text of the last `user` message (a string, or the text parts of a list of content parts)."""
+    users = [m for m in messages if isinstance(m, dict) and m.get("role") == "user"] \
+        if isinstance(messages, list) else []
+    if not users:
+        raise usage('"messages" needs a {"role": "user", "content": ...} message',
+                    'for example: {"messages": [{"role": "user", "content": "fix the failing test"}]}')
+    content = users[-1].get("content")
+    if isinstance(content, list):
+        content = "\n".join(p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text")
+    if not isinstance(content, str) or not content.strip():
+        raise usage("the last user message has no text")
+    return content
 
 
 @api
@@ -269,7 +330,7 @@ def page(request: Request) -> Response:
     return FileResponse(STATIC / "index.html", headers={"cache-control": "no-store"})
 
 
-def build(root, token: str | None):
+def build(root, token: str | None, host: str = "127.0.0.1"):
     from agentkit.dashboard.stream import stream
 
     routes = [
@@ -290,9 +351,10 @@ def build(root, token: str | None):
         Route("/api/claims/{claim_id}/release", release_claim, methods=["POST"]),
         Route("/api/tasks/{task_id}/reset", reset_task, methods=["POST"]),
         Route("/api/tasks/{task_id}/retry", retry_task, methods=["POST"]),
+        Route("/v1/chat/completions", chat_completions, methods=["POST"]),
         Mount("/static", StaticFiles(directory=STATIC)),
     ]
     app = Starlette(routes=routes)
     app.state.repos = Repos(Path(root))
     app.state.stopping = lambda: False
-    return Guard(app, token)
+    return Guard(app, token, host)

@@ -11,7 +11,7 @@ const FEED_MAX = 500;
 
 const state = {
   snapshot: null, tasks: [], graph: { tasks: [], edges: [] }, agents: new Map(), worktrees: new Map(),
-  taskJob: new Map(), seen: new Set(), lastEventId: 0, source: null,
+  taskJob: new Map(), lastEventId: 0, source: null,
 };
 
 const $ = (sel, root = document) => root.querySelector(sel);
@@ -337,12 +337,10 @@ function refreshSoon(...what) {
 }
 
 function apply(e) {
-  if (state.seen.has(e.id)) return; // a reconnect or the first load may bring an event twice
-  state.seen.add(e.id);
-  if (e.id > state.lastEventId) {
-    state.lastEventId = e.id;
-    $("#feed").dataset.lastEventId = e.id;
-  }
+  // events come in id order (the first load, then the stream from the last id): an id seen is at most the last
+  if (e.id <= state.lastEventId) return; // a reconnect or the first load may bring an event twice
+  state.lastEventId = e.id;
+  $("#feed").dataset.lastEventId = e.id;
   if (FEED_KINDS.has(e.kind)) addToFeed(e);
   const d = e.data || {};
   if (e.kind === "log") {
@@ -373,7 +371,11 @@ function connect() {
   state.source = src;
   const conn = $("#conn");
   src.onopen = () => { conn.dataset.state = "live"; conn.textContent = "live"; };
-  src.onerror = () => { conn.dataset.state = "reconnecting"; conn.textContent = "reconnecting…"; };
+  src.onerror = () => {
+    conn.dataset.state = "reconnecting"; conn.textContent = "reconnecting…";
+    // a refused answer (a restart with a new token, a 5xx) closes an EventSource for good: start a new one
+    if (src.readyState === EventSource.CLOSED) setTimeout(() => { if (state.source === src) connect(); }, 2000);
+  };
   src.onmessage = (msg) => { try { apply(JSON.parse(msg.data)); } catch (err) { console.error(err); } };
 }
 
