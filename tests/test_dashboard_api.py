@@ -393,3 +393,33 @@ def test_chat_with_a_json_agent_answers_with_its_result_not_its_json(repo, tmp_p
                            json={"model": "claude", "messages": [{"role": "user", "content": "fix"}]}).json()
         assert answer["choices"][0]["message"]["content"] == "done: 2 files fixed", answer
         assert answer["usage"] == {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15}
+
+
+def test_requests_waiting_for_their_jobs_hold_no_worker_thread(repo):
+    """60 `?wait=true` submissions (more than the server's 40 worker threads) still waiting: reads answer at
+    once; the waits end with their jobs."""
+    import threading
+
+    env = {"AGENTKIT_JOBS_MAX_CONCURRENCY": "2", "AGENTKIT_JOBS_MAX_QUEUE_DEPTH": "100"}
+    with dashboard(repo, env=env) as (base, _):
+        gate = Path(repo) / "gate"
+        answers: list[int] = []
+
+        def submit():
+            with httpx.Client(base_url=base, timeout=120) as own:
+                answers.append(own.post("/api/jobs?wait=true", json={
+                    "command": ["sh", "-c", f"while [ ! -e {gate} ]; do sleep 0.1; done"]}).status_code)
+
+        waiters = [threading.Thread(target=submit) for _ in range(60)]
+        for t in waiters:
+            t.start()
+        with httpx.Client(base_url=base, timeout=30) as http:
+            wait_until(lambda: sum(http.get("/api/health").json()[k] for k in ("queued", "active"))
+                       == 60, timeout=60)
+            started = time.monotonic()
+            assert http.get("/api/snapshot").status_code == 200
+            assert time.monotonic() - started < 3, "a read waited behind the waiting requests"
+        gate.write_text("go")
+        for t in waiters:
+            t.join(120)
+        assert answers == [200] * 60

@@ -49,25 +49,71 @@ def error_response(exc, repo=None) -> Response:
 
 
 def api(endpoint):
-    """A plain endpoint `endpoint(repo, request) -> data | Response`, run on a worker thread; agentkit's errors
-    become the JSON error object with their HTTP status, anything else a 500 naming the failure, never a
-    traceback."""
+    """A plain endpoint `endpoint(repo, request) -> data | Response | Waiting`, run on a worker thread; agentkit's
+    errors become the JSON error object with their HTTP status, anything else a 500 naming the failure, never a
+    traceback. A `Waiting` answer is waited for here, on the event loop: a request waiting for its job holds no
+    worker thread, so many of them never starve the page and the streams."""
 
     @functools.wraps(endpoint)
-    def run(request: Request) -> Response:
-        repo = request.app.state.repos.get()
-        try:
-            out = endpoint(repo, request)
-        except FAILURES as exc:
-            return error_response(exc, repo)
-        except Exception as exc:  # noqa: BLE001 - the page and scripts get an error object, not a traceback
-            return error_response(AgentkitError(f"internal error: {type(exc).__name__}: {exc}",
-                                                "this is a bug in agentkit or one of its plugins: see the "
-                                                "dashboard's stderr, or rerun the same CLI command with "
-                                                "AGENTKIT_DEBUG=1"))
+    async def run(request: Request) -> Response:
+        import anyio
+
+        repos = request.app.state.repos
+
+        def guarded(step):
+            try:
+                return step()
+            except FAILURES as exc:  # a full queue's answer carries the queue's state
+                return error_response(exc, repos.get() if int(exc.code) == ExitCode.QUEUE_FULL else None)
+            except Exception as exc:  # noqa: BLE001 - the page and scripts get an error object, not a traceback
+                return error_response(AgentkitError(f"internal error: {type(exc).__name__}: {exc}",
+                                                    "this is a bug in agentkit or one of its plugins: see the "
+                                                    "dashboard's stderr, or rerun the same CLI command with "
+                                                    "AGENTKIT_DEBUG=1"))
+
+        request.state.raw_body = await request.body() if request.method == "POST" else b""
+        out = await anyio.to_thread.run_sync(guarded, lambda: endpoint(repos.get(), request))
+        if isinstance(out, Waiting):
+            out = await out.wait(repos, request, guarded)
         return out if isinstance(out, Response) else as_json(out)
 
     return run
+
+
+class Waiting:
+    """An answer that comes once job `job_id` has ended: `then(repo, job_view)` makes it. Its state is read on a
+    worker thread every 0.2 s (executors polled every jobs.REFRESH_EVERY_S, as `jobs.wait` does), the wait itself
+    on the event loop; a client that goes away stops it (the job runs on)."""
+
+    def __init__(self, job_id: int, then):
+        self.job_id, self.then = job_id, then
+
+    async def wait(self, repos, request: Request, guarded):
+        import time
+
+        import anyio
+
+        next_refresh = time.monotonic() + jobs.REFRESH_EVERY_S
+
+        def look(refresh: bool):
+            repo = repos.get()
+            if refresh:
+                jobs.refresh(repo, [self.job_id])
+            return jobs.get(repo, self.job_id)
+
+        while True:
+            refresh = time.monotonic() >= next_refresh
+            if refresh:
+                next_refresh = time.monotonic() + jobs.REFRESH_EVERY_S
+            job = await anyio.to_thread.run_sync(guarded, lambda r=refresh: look(r))
+            if isinstance(job, Response) or job["state"] in jobs.FINISHED:
+                break
+            if await request.is_disconnected():
+                return Response(status_code=499)
+            await anyio.sleep(0.2)
+        if isinstance(job, Response):
+            return job
+        return await anyio.to_thread.run_sync(guarded, lambda: self.then(repos.get(), jobs.view(job)))
 
 
 def int_param(request: Request, name: str, default: int | None = None) -> int | None:
@@ -89,9 +135,7 @@ def path_int(request: Request, name: str) -> int:
 
 
 def body(request: Request) -> dict:
-    import anyio
-
-    raw = anyio.from_thread.run(request.body)
+    raw = request.state.raw_body  # read by `api` on the event loop
     if not raw.strip():
         return {}
     try:
@@ -199,9 +243,9 @@ def post_job(repo, request):
                      timeout=None if timeout is None else str(timeout), env=env, executor=spec.get("executor"))
     if request.query_params.get("wait") not in ("1", "true", "yes"):
         return as_json(job, 201)
-    jobs.wait(repo, [job["job_id"]])
-    done = jobs.view(jobs.get(repo, job["job_id"]))
-    return {**done, "output_tail": views.log_tail(Path(done["log_path"]), int_param(request, "tail", 4096))}
+    tail = int_param(request, "tail", 4096)
+    return Waiting(job["job_id"], lambda repo, done: {**done, "output_tail": views.log_tail(Path(done["log_path"]),
+                                                                                          tail)})
 
 
 def preset_command(repo, spec: dict) -> list[str]:
@@ -240,7 +284,6 @@ def chat_completions(repo, request):
     """OpenAI's chat completions, answered by an agent: the last user message is the prompt of a preset agent's
     job (`model` names the preset, `PRESET/MODEL` its model too; default run.agent), queued for a slot like any
     job (429 only at the queue-depth valve, never "busy"); what the agent printed is the assistant's message."""
-    import time
 
     spec = body(request)
     if spec.get("stream"):
@@ -252,8 +295,12 @@ def chat_completions(repo, request):
     preset, _, model = wanted.partition("/")
     command = preset_command(repo, {"preset": preset, "prompt": prompt, "model": model or None, "name": "chat"})
     job = jobs.spawn(repo, command, name=f"chat ({preset})", cwd=str(repo.root))
-    jobs.wait(repo, [job["job_id"]])
-    done = jobs.view(jobs.get(repo, job["job_id"]))
+    return Waiting(job["job_id"], lambda repo, done: _chat_answer(repo, wanted, preset, job, done))
+
+
+def _chat_answer(repo, wanted: str, preset: str, job: dict, done: dict) -> dict:
+    import time
+
     text = views.log_tail(Path(done["log_path"]), 1 << 20).strip()
     found = presets.get(repo, preset)
     reply, spent = _read_agent(found, "reply", text), _read_agent(found, "usage", text) or {}
