@@ -29,6 +29,17 @@ def log_file(repo, job_id: int) -> Path:
     return jobs_dir(repo) / f"{job_id}.log"
 
 
+def log_tail(path: Path | str, size: int) -> str:
+    """The last `size` bytes of a job's log as text (a cut multi-byte character is replaced, not an error); ""
+    when there is no log (yet)."""
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(max(fh.seek(0, 2) - size, 0))
+            return fh.read(size).decode(errors="replace")
+    except OSError:
+        return ""
+
+
 ENV_SUFFIX = ".env.json"
 
 

@@ -209,7 +209,7 @@ def get_log(repo, request):
     tail = int_param(request, "tail", 65536)
     if tail < 1:
         raise usage(f"?tail={tail}: give a number of bytes, at least 1", "for example: ?tail=4096")
-    return PlainTextResponse(views.log_tail(Path(job["log_path"]), tail))
+    return PlainTextResponse(jobs.log_tail(Path(job["log_path"]), tail))
 
 
 @api
@@ -244,7 +244,7 @@ def post_job(repo, request):
     if request.query_params.get("wait") not in ("1", "true", "yes"):
         return as_json(job, 201)
     tail = int_param(request, "tail", 4096)
-    return Waiting(job["job_id"], lambda repo, done: {**done, "output_tail": views.log_tail(Path(done["log_path"]),
+    return Waiting(job["job_id"], lambda repo, done: {**done, "output_tail": jobs.log_tail(Path(done["log_path"]),
                                                                                           tail)})
 
 
@@ -301,7 +301,7 @@ def chat_completions(repo, request):
 def _chat_answer(repo, wanted: str, preset: str, job: dict, done: dict) -> dict:
     import time
 
-    text = views.log_tail(Path(done["log_path"]), 1 << 20).strip()
+    text = jobs.log_tail(Path(done["log_path"]), 1 << 20).strip()
     found = presets.get(repo, preset)
     reply, spent = _read_agent(found, "reply", text), _read_agent(found, "usage", text) or {}
     text = reply if isinstance(reply, str) else text  # a JSON-speaking agent's answer, else all it printed

@@ -7,20 +7,8 @@ from agentkit import events, jobs
 LAST_LINE_BYTES = 4096
 
 
-def log_tail(path: Path, size: int) -> str:
-    """The last `size` bytes of a log as text (a cut multi-byte character is replaced, not an error)."""
-    try:
-        with path.open("rb") as fh:
-            fh.seek(0, 2)
-            end = fh.tell()
-            fh.seek(max(0, end - size))
-            return fh.read(size).decode(errors="replace")
-    except FileNotFoundError:
-        return ""
-
-
 def last_line(path: Path) -> str:
-    lines = [line for line in log_tail(path, LAST_LINE_BYTES).splitlines() if line.strip()]
+    lines = [line for line in jobs.log_tail(path, LAST_LINE_BYTES).splitlines() if line.strip()]
     return lines[-1][:500] if lines else ""
 
 

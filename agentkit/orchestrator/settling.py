@@ -34,12 +34,7 @@ class Settling:
     def _read_log(self, job: dict) -> tuple[str, str]:
         """The end of an agent's log (its last 4 MiB, where a result and a usage report are), and its last
         LOG_TAIL characters for classify."""
-        try:
-            with open(job["log_path"], "rb") as fh:
-                fh.seek(max(fh.seek(0, 2) - (4 << 20), 0))
-                text = fh.read().decode(errors="replace")
-        except OSError:
-            text = ""
+        text = jobs.log_tail(job["log_path"], 4 << 20)
         return text[-LOG_TAIL:], text
 
     def _verdict(self, row: dict, job: dict) -> tuple[dict | None, dict]:
