@@ -289,14 +289,19 @@ def release(repo, claim_id: str, outcome: str | None = None, reason: str | None 
     return {"schema_version": SCHEMA_VERSION, **row, "task": {**tasks.show_in(conn, task_id), **extra}}
 
 
-def settle(repo, task_id: int, outcome: str, reason: str | None = None, fence: int | None = None) -> dict:
+def settle(repo, task_id: int, outcome: str, reason: str | None = None, fence: int | None = None,
+           only_from: tuple[str, ...] | None = None) -> dict:
     """A person's or a script's verdict on a task (`task pass|fail|skip|reset`), ending the claim on it.
-    With a fence, refused (exit 7) unless that fence's claim still holds the task."""
+    With a fence, refused (exit 7) unless that fence's claim still holds the task; with `only_from`, unless
+    the task's status is one of those, read in the same transaction."""
     if fence is not None and not 0 < fence < 2**63:  # fences count up from 1 in a 64-bit column
         raise usage(f"--fence {fence} is not a fence: fences are positive 64-bit integers",
                     "pass the fence printed by the `agentkit claim` that took this task")
     with repo.store.tx() as conn:
-        tasks.get(conn, task_id)
+        status = tasks.get(conn, task_id)["status"]
+        if only_from is not None and status not in only_from:
+            raise conflict(f"task {task_id} is {status}, not {' or '.join(only_from)}",
+                           "look at it again (`agentkit task show`): it changed, or is not that kind of task")
         if fence is not None:
             _by_fence(conn, task_id, fence)
         _end_work_claims(conn, task_id, outcome)

@@ -356,21 +356,13 @@ def reset_task(repo, request):
     return claims.settle(repo, path_int(request, "task_id"), "reset", body(request).get("reason"))
 
 
-RETRYABLE = ("failing", "dead")
-
-
 @api
 def retry_task(repo, request):
     """A failed task back to work with a fresh attempt count: `task reset`, for failing and dead tasks only
-    (a failing task is claimable already; what a retry gives it is its attempts back)."""
-    task_id = path_int(request, "task_id")
-    status = tasks.show(repo, task_id)["status"]
-    if status not in RETRYABLE:
-        from agentkit.errors import conflict
-
-        raise conflict(f"task {task_id} is {status}; only a failing or dead task is retried",
-                       f"reset brings any task back: POST /api/tasks/{task_id}/reset")
-    return claims.settle(repo, task_id, "reset", body(request).get("reason") or "retried from the dashboard")
+    (a failing task is claimable already; what a retry gives it is its attempts back). The status is checked in
+    the reset's own transaction, so a claim taken meanwhile is not ended by it."""
+    return claims.settle(repo, path_int(request, "task_id"), "reset",
+                         body(request).get("reason") or "retried from the dashboard", only_from=tasks.FAILED_STATUSES)
 
 
 def page(request: Request) -> Response:

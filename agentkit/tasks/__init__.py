@@ -11,6 +11,7 @@ from agentkit.tasks.importer import import_file
 from agentkit.tasks.outcomes import OUTCOMES, apply_outcome, put_back, record_failure, regressed
 from agentkit.tasks.ready import ready, scored, take
 from agentkit.tasks.table import (
+    FAILED_STATUSES,
     READY_STATUSES,
     STATUSES,
     count_ready,
@@ -27,11 +28,11 @@ from agentkit.tasks.table import list_tasks as _list_in
 
 SCHEMA_VERSION = 1
 
-__all__ = ["OUTCOMES", "READY_STATUSES", "SCHEMA_VERSION", "STATUSES", "add", "apply_outcome", "counts", "cycle_error",
-           "dep_add", "dep_rm", "dependents_counts", "deps_map", "describe_stuck", "diagnose", "find_cycle",
-           "find_path", "get", "graph", "import_file", "insert", "least_recently_verified", "list_tasks",
-           "mark_verified", "put_back", "ready", "ready_count", "record_failure", "regressed", "scored", "show",
-           "show_in", "status", "status_in", "stuck_lines", "take"]
+__all__ = ["FAILED_STATUSES", "OUTCOMES", "READY_STATUSES", "SCHEMA_VERSION", "STATUSES", "add", "apply_outcome",
+           "counts", "cycle_error", "dep_add", "dep_rm", "dependents_counts", "deps_map", "describe_stuck",
+           "diagnose", "find_cycle", "find_path", "get", "graph", "import_file", "insert", "least_recently_verified",
+           "list_tasks", "mark_verified", "put_back", "ready", "ready_count", "record_failure", "regressed",
+           "scored", "show", "show_in", "status", "status_in", "stuck_lines", "take"]
 
 
 def list_tasks(repo, status: str | None = None) -> list[dict]:

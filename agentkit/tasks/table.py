@@ -15,6 +15,7 @@ from agentkit.tasks import dag
 
 STATUSES = ("pending", "in_progress", "passing", "failing", "blocked", "dead")
 READY_STATUSES = ("pending", "failing")  # failing: a regression (or a failed attempt) left work to redo
+FAILED_STATUSES = ("failing", "dead")  # what a retry (a reset with the attempts back) is for
 OPEN_STATUSES = (*READY_STATUSES, "blocked")  # what a dead dependency blocks
 
 # The ready test, written once: the partial index tasks_ready (schema m004) is defined by the same text.
