@@ -244,8 +244,12 @@ def _wait_for_git(repo, path: Path) -> None:
     import psutil
 
     mine = str(path)
-    working = [p for p in psutil.process_iter(["name", "cmdline"])
-               if (p.info["name"] or "").startswith("git") and mine in (p.info["cmdline"] or ())]
+    # named on its command line (`worktree add PATH`), or at work inside it: the `git reset --hard` that
+    # `worktree add` runs in the new folder names no path, and outlives a killed parent
+    working = [p for p in psutil.process_iter(["name", "cmdline", "cwd"])
+               if (p.info["name"] or "").startswith("git") and (
+                   mine in (p.info["cmdline"] or ()) or (p.info["cwd"] or "") == mine
+                   or (p.info["cwd"] or "").startswith(mine + os.sep))]
     timeout = repo.config["locks.timeout"]
     _gone, left = psutil.wait_procs(working, timeout=timeout) if working else ([], [])
     if left:
