@@ -98,6 +98,19 @@ def _int(value: Any) -> int:
     return number
 
 
+def _float(value: Any) -> float:
+    """A finite number from TOML (an int or a float), or from text."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise _Invalid("is not a valid number")
+    try:
+        number = float(value)
+    except ValueError:
+        raise _Invalid("is not a valid number") from None
+    if number != number or number in (float("inf"), float("-inf")):
+        raise _Invalid("is not a finite number")
+    return number
+
+
 def _strings(value: Any) -> list[str]:
     """A list of strings from TOML, or comma-separated text (env vars, flags)."""
     items = [v.strip() for v in value.split(",") if v.strip()] if isinstance(value, str) else value
@@ -117,6 +130,8 @@ def _typed(default: Any, value: Any) -> Any:
             return [_int(v) for v in items]
         except _Invalid:
             raise _Invalid("is not a list of ints") from None
+    if isinstance(default, float):
+        return _float(value)
     if isinstance(default, int):
         return _int(value)
     if not isinstance(value, str):
@@ -186,11 +201,26 @@ CHECKS = {"worktrees.root": _check_root, "worktrees.env_file": _check_file_name,
           "redis.bind": _check_bind, "redis.reserved": _check_reserved, "docs.agents_pages": _check_pages}
 
 
-def _coerce(key: str, value: Any, source: str) -> Any:
+def plugin_defaults() -> dict[str, Any]:
+    """The keys plugins declare (hook `config_keys`) with their defaults. It loads the plugins, so it is asked only
+    for a key that is not one of agentkit's own."""
+    from agentkit.plugins import get_manager
+
+    found: dict[str, Any] = {}
+    for answer in get_manager().hook.config_keys():
+        for key, default in (answer or {}).items():
+            if key not in DEFAULTS:
+                found.setdefault(key, default)
+    return found
+
+
+def _coerce(key: str, value: Any, source: str, default: Any = None) -> Any:
     """A value from `source` for `key`, type-checked and validated (defaults are not: they are known good)."""
     shown = value
+    default = DEFAULTS[key] if key in DEFAULTS else default
     try:
-        value = _strings(value) if key in STRING_LISTS else _typed(DEFAULTS[key], value)
+        strings = key in STRING_LISTS or (key not in DEFAULTS and isinstance(default, list))  # a plugin's lists
+        value = _strings(value) if strings else _typed(default, value)
         if key in MINIMUM and value < MINIMUM[key]:
             raise _Invalid(f"must be at least {MINIMUM[key]}")
         if key in MAXIMUM and value > MAXIMUM[key]:
@@ -202,7 +232,6 @@ def _coerce(key: str, value: Any, source: str) -> Any:
             from agentkit.redis import redacted
 
             shown = redacted(str(shown))
-        default = DEFAULTS[key]
         raise usage(f"config {key} = {shown!r} (from {source}) {exc}",
                     f"fix it in {source}" + (f" (the default is {default!r})" if default not in ("", [], None) else "")
                     ) from None
@@ -235,13 +264,28 @@ class Config:
     sources: dict[str, str] = field(default_factory=lambda: dict.fromkeys(DEFAULTS, "default"))
 
     def __getitem__(self, key: str) -> Any:
+        try:
+            return self.values[key]
+        except KeyError:
+            pass
+        defaults = plugin_defaults()  # a plugin's key that no file set: its env var, or the plugin's default
+        if key not in defaults:
+            raise KeyError(key)
+        if env_name(key) in os.environ:
+            self.set(key, os.environ[env_name(key)], f"env {env_name(key)}")
+        else:
+            self.values[key], self.sources[key] = defaults[key], "default"
         return self.values[key]
 
     def set(self, key: str, value: Any, source: str) -> None:
+        default = None
         if key not in DEFAULTS:
-            raise usage(f"unknown config key {key!r} in {source}",
-                        "see `agentkit config show` for the keys agentkit reads")
-        self.values[key] = _coerce(key, value, source)
+            plugin_keys = plugin_defaults()
+            if key not in plugin_keys:
+                raise usage(f"unknown config key {key!r} in {source}",
+                            "see `agentkit config show` for the keys agentkit and its plugins read")
+            default = plugin_keys[key]
+        self.values[key] = _coerce(key, value, source, default)
         self.sources[key] = source
 
     def show(self) -> list[dict]:
@@ -253,7 +297,8 @@ class Config:
                 return redacted(self.values[key])
             return self.values[key]
 
-        return [{"key": k, "value": shown(k), "source": self.sources[k]} for k in DEFAULTS]
+        keys = [*DEFAULTS, *plugin_defaults()]
+        return [{"key": k, "value": shown(k) if k in DEFAULTS else self[k], "source": self.sources[k]} for k in keys]
 
 
 def load(root: Path, config_file: Path, overrides: dict[str, Any] | None = None) -> Config:

@@ -18,6 +18,16 @@ def register_commands(app):
     """
 
 
+@hookspec
+def config_keys() -> dict | None:
+    """Declare a plugin's config keys with their defaults: ``{"executors.ray.address": "", …}``. They are read,
+    type-checked and overridden like agentkit's own (files, ``AGENTKIT_<KEY>`` env vars) and listed by `config
+    show`; the type of a default is the type of its value (a string, an int, a float, a list of strings). Name
+    keys under your plugin's own prefix (``executors.<name>.``); one of agentkit's own keys cannot be redefined,
+    and between plugins the first answer wins. Called only when a key that is not agentkit's own is read or set.
+    """
+
+
 @hookspec(firstresult=True)
 def band_target(band: dict) -> int | None:
     """Decide the size of the Redis slot band. The first non-None answer wins.
@@ -151,7 +161,9 @@ def register_executors(register):
       ``"failed"``, ``"killed"``, ``"timed_out"``) with ``"exit_code"``, ``"signal"``, ``"reason"`` (each may
       be None) and ``"log"`` (text to append to the job's log); or ``"lost"`` with a ``"reason"`` when what
       ran the job is gone without an outcome (agentkit then calls ``kill`` to stop what may be left, and
-      records the job as failed). agentkit records what ``poll`` reports, from `jobs wait`, `jobs kill` and
+      records the job as failed). Any report may carry ``"log"``: text to append to the job's log (an executor
+      that tails a remote log returns what is new since the log file's size, so `jobs logs -f` follows it).
+      agentkit records what ``poll`` reports, from `jobs wait`, `jobs kill` and
       `reap`; the executor never writes the state DB. A runner next to the DB may record the end itself
       with ``agentkit.jobs.finish`` (the built-in local supervisor does) and is reported ``running`` until
       it is gone.
@@ -162,6 +174,9 @@ def register_executors(register):
     An executor may also have ``warm(repo, count) -> int``: get ``count`` runners ready ahead of a burst of jobs
     and return how many it started (`agentkit run` calls it with ``-c`` as it starts; the local executor starts
     idle supervisors, which wait ``jobs.linger`` to be handed a job).
+
+    An executor may also have ``health(repo) -> dict``: what its backend has free (a cluster's nodes and CPUs),
+    shown by `health` under ``executors`` for the configured executor and those of running jobs; it never raises.
 
     Timeouts count execution only. An executor with ``enforces_timeout = True`` ends jobs at their deadline
     itself (the local one does); for any other, a poll that finds a job past ``timeout_s`` kills it and

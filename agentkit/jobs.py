@@ -421,6 +421,9 @@ def _record_poll(repo, runner, job: dict, report: dict, now: float) -> tuple[str
         started(repo, job["job_id"], report.get("pid"), None, job["supervisor_pid"], job["supervisor_started"],
                 at=float(report.get("started_at") or job["dispatched_at"]))
         job = get(repo, job["job_id"])
+    if report.get("log") and state in ("running", *FINISHED):  # an executor that tails a remote log
+        with open(job["log_path"], "a") as fh:
+            fh.write(report["log"])
     if state == "running":
         overdue = job["timeout_s"] and job["started_at"] and now - job["started_at"] > job["timeout_s"]
         if overdue and not getattr(runner, "enforces_timeout", False) and not job["kill_requested_at"]:
@@ -432,9 +435,6 @@ def _record_poll(repo, runner, job: dict, report: dict, now: float) -> tuple[str
             return "timed_out", 0
         return None
     if state in FINISHED:
-        if report.get("log"):
-            with open(job["log_path"], "a") as fh:
-                fh.write(report["log"])
         finish(repo, job["job_id"], _ending(job, state), exit_code=report.get("exit_code"),
                signal=report.get("signal"), reason=report.get("reason"))
         return state, 0
@@ -580,7 +580,18 @@ def health(repo) -> dict:
     return {"schema_version": SCHEMA_VERSION, "busy": active >= capacity, "active": active,
             "queued": counts.get("queued", 0), "capacity": capacity,
             "max_queue_depth": repo.config["jobs.max_queue_depth"],
-            "oldest_queued_wait_s": round(time.time() - oldest, 3) if oldest else None}
+            "oldest_queued_wait_s": round(time.time() - oldest, 3) if oldest else None,
+            "executors": _executor_health(repo)}
+
+
+def _executor_health(repo) -> dict:
+    """What the configured executor, and those of running jobs, say of their backend (an optional `health`)."""
+    names = {repo.config["jobs.executor"]} | {r["executor"] for r in repo.store.rows(
+        "SELECT DISTINCT executor FROM jobs WHERE state = 'running'")}
+    if names == {"local"}:
+        return {}  # the local executor has nothing to add: no plugin is loaded for it
+    found = executors(repo)
+    return {name: found[name].health(repo) for name in sorted(names) if hasattr(found.get(name), "health")}
 
 
 def recover_lost(repo) -> dict:

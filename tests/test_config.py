@@ -16,7 +16,39 @@ def test_precedence_and_sources(repo, cli):
     assert got["capacity.step"]["value"] == 3 and got["capacity.step"]["source"].endswith("config.toml")
     assert got["ports.base"] == {"key": "ports.base", "value": 40000, "source": "env AGENTKIT_PORTS_BASE"}
     assert got["redis.databases"]["source"] == "default"
-    assert set(got) == set(config.DEFAULTS)
+    assert set(got) == set(config.DEFAULTS) | set(config.plugin_defaults())  # an installed plugin's keys too
+
+
+PLUGIN = """
+from agentkit.hookspecs import hookimpl
+
+@hookimpl
+def config_keys():
+    return {"executors.toy.address": "", "executors.toy.cpus": 1.0, "executors.toy.tags": [],
+            "executors.toy.slots": 4, "capacity.floor": 99}
+"""
+
+
+def test_a_plugins_keys_are_read_typed_and_shown_like_agentkits_own(repo, cli, tmp_path):
+    from tests.conftest import write_plugin
+
+    env = write_plugin(tmp_path, "toyplug", PLUGIN)
+    (repo / ".agents").mkdir()
+    (repo / ".agents" / "config.toml").write_text('[executors.toy]\naddress = "http://h:1"\ntags = ["a", "b"]\n')
+    res = cli("config", "show", "--json", env={**env, "AGENTKIT_EXECUTORS_TOY_CPUS": "0.5"})
+    assert res.code == 0, res.err
+    got = {row["key"]: row for row in res.json["config"]}
+    assert got["executors.toy.address"]["value"] == "http://h:1"
+    assert got["executors.toy.tags"]["value"] == ["a", "b"]
+    assert got["executors.toy.cpus"] == {"key": "executors.toy.cpus", "value": 0.5,
+                                         "source": "env AGENTKIT_EXECUTORS_TOY_CPUS"}
+    assert got["executors.toy.slots"] == {"key": "executors.toy.slots", "value": 4, "source": "default"}
+    assert got["capacity.floor"]["value"] == 20, "a plugin cannot redefine one of agentkit's keys"
+    res = cli("config", "show", "--json", env={**env, "AGENTKIT_EXECUTORS_TOY_CPUS": "lots"})
+    assert res.code == ExitCode.USAGE and "executors.toy.cpus" in res.json["error"]["message"]
+    (repo / ".agents" / "config.toml").write_text('[executors.toy]\nnope = 1\n')
+    res = cli("config", "show", "--json", env=env)
+    assert res.code == ExitCode.USAGE and "unknown config key 'executors.toy.nope'" in res.json["error"]["message"]
 
 
 def test_bad_values_and_unknown_keys_exit_2(repo, cli):

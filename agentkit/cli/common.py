@@ -40,7 +40,8 @@ def table(rows: Sequence[dict], columns: Sequence[str], title: str | None = None
 
 def _cell(value) -> str:
     if isinstance(value, list):
-        if len(value) > 2 and value == list(range(value[0], value[0] + len(value))):
+        if len(value) > 2 and all(isinstance(v, int) for v in value) and \
+                value == list(range(value[0], value[0] + len(value))):
             return f"{value[0]}-{value[-1]}"
         return ", ".join(map(str, value))
     return str(value)

@@ -143,7 +143,12 @@ def health(as_json: bool = JSON_OPT):
 
     with handled(as_json):
         data = jobs.health(open_repo())
-    render(data, as_json, lambda d: pairs(d))
+    def shown(d: dict) -> None:
+        pairs({k: v for k, v in d.items() if k != "executors"})
+        for name, facts in d["executors"].items():
+            say(f"executor {name}: " + ", ".join(f"{k} {v}" for k, v in facts.items()))
+
+    render(data, as_json, shown)
 
 
 def reap(as_json: bool = JSON_OPT):
