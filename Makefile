@@ -36,6 +36,7 @@ bench: install
 	$(BIN)/python bench/jobs.py
 	$(BIN)/python bench/run.py
 	$(BIN)/python bench/dashboard.py
+	$(BIN)/python bench/ray.py
 
 # the suite under coverage, subprocesses included (each `agentkit` command a test runs is one)
 coverage: install

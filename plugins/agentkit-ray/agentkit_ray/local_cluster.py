@@ -50,18 +50,22 @@ class LocalCluster:
         `ray stop`, which stops every one on the machine)."""
         import psutil
 
-        procs = self.processes()
-        for proc in procs:
-            try:
-                proc.terminate()
-            except psutil.Error:
-                pass
-        _, alive = psutil.wait_procs(procs, timeout=10)
-        for proc in alive + self.processes():
-            try:
-                proc.kill()
-            except psutil.Error:
-                pass
+        for _ in range(3):  # again: a process may start while the others are stopped (a head still coming up)
+            procs = self.processes()
+            if not procs:
+                break
+            for proc in procs:
+                try:
+                    proc.terminate()
+                except psutil.Error:
+                    pass
+            _, alive = psutil.wait_procs(procs, timeout=10)
+            for proc in alive:
+                try:
+                    proc.kill()
+                except psutil.Error:
+                    pass
+            psutil.wait_procs(alive, timeout=5)
         shutil.rmtree(self.temp_dir, ignore_errors=True)
 
     def node_ids(self) -> list[str]:
