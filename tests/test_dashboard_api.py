@@ -98,7 +98,7 @@ def test_health_equals_the_cli_with_jobs_queued(repo, cli):
         want = cli("health", "--json", env=env).json
         assert got.pop("oldest_queued_wait_s") == pytest.approx(want.pop("oldest_queued_wait_s"), abs=5)
         assert got == want == {"schema_version": 1, "busy": True, "active": 1, "queued": 2, "capacity": 1,
-                               "max_queue_depth": 100}
+                               "max_queue_depth": 100, "executors": {}}
         http.post("/api/jobs/1/kill?grace=1")
         http.post("/api/jobs/2/kill?grace=1")
         http.post("/api/jobs/3/kill?grace=1")
