@@ -48,24 +48,13 @@ class LocalCluster:
     def stop(self) -> None:
         """TERM every process of this cluster, then KILL what is left; other Ray clusters are left alone (unlike
         `ray stop`, which stops every one on the machine)."""
-        import psutil
+        from agentkit import procs
 
         for _ in range(3):  # again: a process may start while the others are stopped (a head still coming up)
-            procs = self.processes()
-            if not procs:
+            found = self.processes()
+            if not found:
                 break
-            for proc in procs:
-                try:
-                    proc.terminate()
-                except psutil.Error:
-                    pass
-            _, alive = psutil.wait_procs(procs, timeout=10)
-            for proc in alive:
-                try:
-                    proc.kill()
-                except psutil.Error:
-                    pass
-            psutil.wait_procs(alive, timeout=5)
+            procs.terminate(found, 10)
         shutil.rmtree(self.temp_dir, ignore_errors=True)
 
     def node_ids(self) -> list[str]:
